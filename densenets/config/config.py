@@ -1,0 +1,269 @@
+"""YAML experiment configs: `_base_` inheritance, dotted overrides, checked keys.
+
+One file describes a whole experiment (`model`, `data`, `train`, `evaluation`,
+`infer`). Rules:
+
+* `_base_: path` or `_base_: [paths]` (relative to the file) merge first, in order;
+  the file's own keys merge last. Dicts merge deeply, lists and scalars replace, and a
+  dict holding `_delete_: true` replaces what it overrides instead of merging.
+* Overrides are `key.sub=value` strings with YAML values. An override must name a key
+  that exists or an argument of the component its dict builds (`type` looked up in the
+  registries, defaults live in the constructor); `+key=value` adds a key on purpose.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
+
+__all__ = ["ConfigNode", "load_config", "dump_config", "apply_overrides", "parse_value", "validate_config"]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+class ConfigNode(dict):
+    """A dict with attribute access that remembers its key path (for error messages)."""
+
+    def __init__(self, data: Mapping | None = None, key_path: str = "") -> None:
+        super().__init__()
+        object.__setattr__(self, "_key_path", key_path)
+        for k, v in (data or {}).items():
+            self[k] = v
+
+    def _child_path(self, key: Any) -> str:
+        return f"{self._key_path}.{key}" if self._key_path else str(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, _wrap(value, self._child_path(key)))
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"{self._child_path(key)}: no such key") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __deepcopy__(self, memo: dict) -> ConfigNode:
+        return ConfigNode(copy.deepcopy(dict(self), memo), self._key_path)
+
+    def __reduce__(self):
+        return (ConfigNode, (dict(self), self._key_path))
+
+    def get_path(self) -> str:
+        return self._key_path
+
+    def to_dict(self) -> dict:
+        """A plain nested dict/list copy (for YAML, checkpoints and constructors)."""
+        return _plain(self)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, other: Mapping = (), **kw: Any) -> None:  # type: ignore[override]
+        for k, v in dict(other, **kw).items():
+            self[k] = v
+
+
+def _wrap(value: Any, path: str) -> Any:
+    if isinstance(value, ConfigNode) and value._key_path == path:
+        return value
+    if isinstance(value, Mapping):
+        return ConfigNode(value, path)
+    if isinstance(value, (list, tuple)):
+        return [_wrap(v, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML (`0.01`, `1e-4`, `[640, 800]`, `{a: 1}`, `null`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _merge(base: dict, new: Mapping) -> dict:
+    """Deep-merge `new` into a copy of `base`; `_delete_: true` replaces instead."""
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, Mapping):
+            value = dict(value)
+            delete = value.pop("_delete_", False)
+            if not delete and isinstance(out.get(key), Mapping):
+                out[key] = _merge(out[key], value)
+            else:
+                out[key] = _merge({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, chain: list[Path]) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=_Loader)
+    except FileNotFoundError:
+        via = " -> ".join(str(p) for p in chain)
+        raise ConfigError(f"{path}: config file not found" + (f" (base of {via})" if via else "")) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return dict(data)
+
+
+def _load_file(path: Path, chain: list[Path]) -> dict:
+    path = Path(os.path.normpath(path.absolute()))
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path):], path])
+        raise ConfigError(f"_base_ cycle: {cycle}")
+    data = _read_yaml(path, chain)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _load_file(path.parent / base, [*chain, path]))
+    return _strip_delete(_merge(merged, data))
+
+
+def _strip_delete(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {k: _strip_delete(v) for k, v in d.items() if k != "_delete_"}
+    if isinstance(d, list):
+        return [_strip_delete(v) for v in d]
+    return d
+
+
+def _schema_for(node: Mapping, path: str):
+    """The class whose signature lists `node`'s valid keys, if any."""
+    if "type" in node and isinstance(node["type"], str):
+        return find_component(node["type"])
+    if path in SECTION_SCHEMAS:
+        return SECTION_SCHEMAS[path]
+    return None
+
+
+def _check_new_key(node: Mapping, key: str, path: str) -> None:
+    """An override that adds `key` to `node` must name a constructor argument."""
+    schema = _schema_for(node, path)
+    allowed = set(node)
+    if schema is not None:
+        keys, var_kw = valid_keys(schema)
+        if var_kw or key in keys:
+            return
+        allowed |= keys
+    full = f"{path}.{key}" if path else key
+    guess = closest(key, allowed)
+    raise ConfigError(f"{full}: unknown key" + (f", did you mean {guess}?" if guess else ""))
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply `key.sub=value` / `+key.sub=value` strings to a plain nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        add = key.startswith("+")
+        parts = key.lstrip("+").strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key")
+        node: Any = cfg
+        for depth, part in enumerate(parts):
+            path = ".".join(parts[:depth])
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{'.'.join(parts[:depth + 1])}: no such list index")
+                part = int(part)
+            elif part not in node:
+                if not add:
+                    _check_new_key(node, part, path)
+                if not last:
+                    node[part] = {}
+            if last:
+                node[part] = parse_value(text)
+            else:
+                node = node[part]
+                if not isinstance(node, (dict, list)):
+                    raise ConfigError(f"{'.'.join(parts[:depth + 1])}: is a value, not a mapping")
+    return cfg
+
+
+def validate_config(cfg: Mapping, path: str = "") -> None:
+    """Check every dict whose `type` is registered (and every registered section)
+    against its constructor's signature; raises ConfigError naming the key path."""
+    if isinstance(cfg, Mapping):
+        schema = _schema_for(cfg, path)
+        if schema is not None:
+            check_keys(cfg, schema, path, require=False)
+        for k, v in cfg.items():
+            validate_config(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(cfg, list):
+        for i, v in enumerate(cfg):
+            validate_config(v, f"{path}.{i}")
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate: bool = True) -> ConfigNode:
+    """Load a YAML config with its `_base_` files and apply overrides.
+
+    Args:
+        path: the experiment file.
+        overrides: `key.sub=value` strings (values parsed as YAML); `+key=value` adds.
+        validate: check keys against the registered constructors' signatures.
+
+    Returns:
+        The merged config as a ConfigNode.
+    """
+    data = _load_file(Path(path), [])
+    apply_overrides(data, overrides)
+    if validate:
+        import densenets  # noqa: F401  (fills the registries)
+
+        validate_config(data)
+    return ConfigNode(data)
+
+
+def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
+    """Write the fully merged config; `load_config(path)` gives it back unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(_plain(cfg), f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)

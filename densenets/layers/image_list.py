@@ -1,0 +1,66 @@
+"""ImageList: a batch of differently sized images padded into one tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ImageList"]
+
+
+@dataclass
+class ImageList:
+    """A padded batch.
+
+    Attributes:
+        tensor (Tensor[N, C, H, W]): images padded at the bottom/right to a common size.
+        image_sizes (list[tuple[int, int]]): (h, w) of each image before padding.
+    """
+
+    tensor: torch.Tensor
+    image_sizes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.image_sizes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensor.device
+
+    def to(self, device: torch.device | str) -> ImageList:
+        return ImageList(self.tensor.to(device), self.image_sizes)
+
+    def padding_mask(self) -> torch.Tensor:
+        """Bool Tensor[N, H, W]: True on padded pixels (the DETR convention)."""
+        n, _, h, w = self.tensor.shape
+        mask = torch.ones((n, h, w), dtype=torch.bool, device=self.tensor.device)
+        for i, (ih, iw) in enumerate(self.image_sizes):
+            mask[i, :ih, :iw] = False
+        return mask
+
+    @staticmethod
+    def from_tensors(
+        tensors: Sequence[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0
+    ) -> ImageList:
+        """Pad CHW tensors to the largest (h, w), rounded up to `size_divisibility`."""
+        if len(tensors) == 0:
+            raise ValueError("ImageList.from_tensors: got no images")
+        sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+        max_h = max(s[0] for s in sizes)
+        max_w = max(s[1] for s in sizes)
+        if size_divisibility > 1:
+            d = size_divisibility
+            max_h = (max_h + d - 1) // d * d
+            max_w = (max_w + d - 1) // d * d
+        if len(tensors) == 1:
+            t = tensors[0]
+            pad = (0, max_w - t.shape[-1], 0, max_h - t.shape[-2])
+            batched = F.pad(t, pad, value=pad_value).unsqueeze(0)
+        else:
+            batched = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], max_h, max_w), pad_value)
+            for i, t in enumerate(tensors):
+                batched[i, ..., : t.shape[-2], : t.shape[-1]].copy_(t)
+        return ImageList(batched.contiguous(), sizes)

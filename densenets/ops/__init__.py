@@ -1,0 +1,1 @@
+"""Custom operators: deformable convolution (DCNv1, modulated DCNv2)."""

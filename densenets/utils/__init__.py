@@ -1,0 +1,1 @@
+"""Utilities: process groups, logging, visualisation."""

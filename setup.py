@@ -1,0 +1,100 @@
+"""Install densenets and build its compiled op extension `densenets._C`.
+
+The extension is built from `densenets/ops/csrc`: the C++ (CPU) kernels always, the
+CUDA kernels when torch has CUDA support and either a CUDA toolkit is found or
+`FORCE_CUDA=1` is set. `TORCH_CUDA_ARCH_LIST` picks the GPU architectures. Build with
+`pip install --no-build-isolation -e .` so that the installed torch is used.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("densenets", "ops", "csrc")
+
+INSTALL_REQUIRES = [
+    "torch>=2.4",
+    "torchvision>=0.19",
+    "numpy",
+    "opencv-python-headless>=4.8",
+    "albumentations>=1.4",
+    "pycocotools>=2.0.7",
+    "scipy>=1.10",
+    "PyYAML>=6.0",
+    "tqdm>=4.60",
+    "tensorboard>=2.14",
+    "matplotlib>=3.7",
+]
+EXTRAS = {
+    "dev": ["pytest>=7", "pytest-xdist", "pytest-timeout", "scikit-image>=0.21", "ruff", "ninja"],
+    "fast-eval": ["faster-coco-eval>=1.6"],
+}
+
+
+def _nvidia_include_dirs():
+    """Headers that torch's CUDA headers include but a bare CUDA toolkit may lack
+    (cusparse.h, ...): the CUDA torch wheel ships them under site-packages/nvidia."""
+    dirs = []
+    for site in sys.path:
+        dirs += glob.glob(os.path.join(site, "nvidia", "cu*", "include"))
+        dirs += glob.glob(os.path.join(site, "nvidia", "*", "include"))
+    return sorted({d for d in dirs if os.path.isdir(d)})
+
+
+def _extensions():
+    cpp = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    if not cpp:
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    cu = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
+    force = os.environ.get("FORCE_CUDA", "0") == "1"
+    use_cuda = bool(cu) and torch.version.cuda is not None and (force or CUDA_HOME is not None)
+    cxx = ["-O3", "-fopenmp"] if sys.platform.startswith("linux") else ["-O3"]
+    extra = {"cxx": cxx}
+    define = []
+    include = [os.path.join(HERE, CSRC)]
+    if use_cuda:
+        ext_cls = CUDAExtension
+        sources = cpp + cu
+        define.append(("WITH_CUDA", None))
+        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
+        include += _nvidia_include_dirs()
+        print(f"densenets: building the CPU and CUDA kernels (CUDA_HOME={CUDA_HOME})")
+    else:
+        ext_cls = CppExtension
+        sources = cpp
+        print("densenets: building the CPU kernels only (no CUDA toolkit or CPU-only torch)")
+    ext = ext_cls(
+        "densenets._C",
+        sources=sources,
+        include_dirs=include,
+        define_macros=define,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],
+        py_limited_api=False,
+    )
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="densenets",
+    version="0.1.0",
+    description="Dense prediction on PyTorch: detection, segmentation, super-resolution",
+    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["densenets", "densenets.*"]),
+    package_data={"densenets": ["ops/csrc/**/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
