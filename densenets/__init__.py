@@ -28,6 +28,6 @@ def _check_torchvision() -> None:
 
 _check_torchvision()
 
-from . import config, data, evaluation, layers, modeling, ops  # noqa: E402
+from . import config, data, engine, evaluation, layers, modeling, ops  # noqa: E402
 
-__all__ = ["config", "data", "evaluation", "layers", "modeling", "ops", "__version__"]
+__all__ = ["config", "data", "engine", "evaluation", "layers", "modeling", "ops", "__version__"]

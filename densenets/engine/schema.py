@@ -1,0 +1,234 @@
+"""The `train`, `data` and `infer` config sections: their keys, defaults and checks.
+
+Each section is a dataclass registered with `register_section`, so `load_config`
+rejects a misspelt key with its full path; `parse_section` turns the config dict into
+the dataclass and checks the values (choices, ranges), raising `ConfigError` that
+names the key. Every key is documented in `docs/engine.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from densenets.config import ConfigError, register_section
+from densenets.config.registry import closest
+
+__all__ = [
+    "TrainConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "ClipGradConfig",
+    "EMAConfig",
+    "DataConfig",
+    "InferConfig",
+    "parse_section",
+]
+
+OPTIMIZERS = ("SGD", "AdamW")
+SCHEDULERS = ("MultiStepLR", "CosineLR", "PolyLR", "ConstantLR")
+WARMUP_METHODS = ("linear", "constant")
+AMP_DTYPES = (None, "float16", "bfloat16")
+CLIP_TYPES = ("norm", "value")
+
+
+@register_section("train.optimizer")
+@dataclass
+class OptimizerConfig:
+    """`train.optimizer`: the optimiser and its parameter groups."""
+
+    type: str = "SGD"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    backbone_lr_mult: float = 1.0
+    norm_weight_decay: float | None = None
+    bias_weight_decay: float | None = None
+
+    def check(self, path: str) -> None:
+        _choice(self.type, OPTIMIZERS, f"{path}.type")
+        _positive(self.lr, f"{path}.lr", strict=False)
+        if len(self.betas) != 2:
+            raise ConfigError(f"{path}.betas: expected two numbers, got {list(self.betas)}")
+
+
+@register_section("train.scheduler")
+@dataclass
+class SchedulerConfig:
+    """`train.scheduler`: an LR factor per iteration, after an optional warmup."""
+
+    type: str = "MultiStepLR"
+    steps: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    power: float = 0.9
+    min_factor: float = 0.0
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    warmup_method: str = "linear"
+
+    def check(self, path: str) -> None:
+        _choice(self.type, SCHEDULERS, f"{path}.type")
+        _choice(self.warmup_method, WARMUP_METHODS, f"{path}.warmup_method")
+        if list(self.steps) != sorted(self.steps):
+            raise ConfigError(f"{path}.steps: must be increasing, got {list(self.steps)}")
+        _positive(self.warmup_iters, f"{path}.warmup_iters", strict=False)
+
+
+@register_section("train.clip_grad")
+@dataclass
+class ClipGradConfig:
+    """`train.clip_grad`: clip gradients by total norm or by value before each step."""
+
+    type: str = "norm"
+    max: float = 1.0
+    norm_type: float = 2.0
+
+    def check(self, path: str) -> None:
+        _choice(self.type, CLIP_TYPES, f"{path}.type")
+        _positive(self.max, f"{path}.max")
+
+
+@register_section("train.ema")
+@dataclass
+class EMAConfig:
+    """`train.ema`: exponential moving average of the weights (used for evaluation)."""
+
+    decay: float = 0.9998
+    warmup: int = 0
+
+    def check(self, path: str) -> None:
+        if not 0.0 < self.decay < 1.0:
+            raise ConfigError(f"{path}.decay: must be in (0, 1), got {self.decay}")
+
+
+@register_section("train")
+@dataclass
+class TrainConfig:
+    """`train`: the trainer. `batch_size` is the total per optimiser step over all
+    processes and accumulation steps."""
+
+    batch_size: int = 16
+    max_iter: int | None = None
+    epochs: float | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    clip_grad: ClipGradConfig | None = None
+    accumulate: int = 1
+    amp: str | None = None
+    ema: EMAConfig | None = None
+    compile: bool = False
+    seed: int = 42
+    log_period: int = 20
+    checkpoint_period: int = 5000
+    keep_checkpoints: int = 3
+    eval_period: int = 0
+    best_metric: str | None = None
+    device: str = "auto"
+    weights: str | None = None
+    find_unused_parameters: bool = False
+
+    def check(self, path: str) -> None:
+        _positive(self.batch_size, f"{path}.batch_size")
+        _positive(self.accumulate, f"{path}.accumulate")
+        if (self.max_iter is None) == (self.epochs is None):
+            raise ConfigError(f"{path}: set exactly one of max_iter and epochs")
+        if self.max_iter is not None:
+            _positive(self.max_iter, f"{path}.max_iter")
+        if self.epochs is not None:
+            _positive(self.epochs, f"{path}.epochs")
+        _choice(self.amp, AMP_DTYPES, f"{path}.amp")
+        for key in ("log_period", "checkpoint_period", "keep_checkpoints", "eval_period"):
+            _positive(getattr(self, key), f"{path}.{key}", strict=False)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"{path}.device: expected auto, cpu or cuda, got {self.device!r}")
+
+
+@register_section("data")
+@dataclass
+class DataConfig:
+    """`data`: datasets (components with `type`) and loader options."""
+
+    train: dict | None = None
+    val: dict | None = None
+    class_names: list[str] | None = None
+    num_workers: int = 2
+    aspect_ratio_grouping: bool = True
+    val_batch_size: int = 1
+
+    def check(self, path: str) -> None:
+        _positive(self.num_workers, f"{path}.num_workers", strict=False)
+        _positive(self.val_batch_size, f"{path}.val_batch_size")
+
+
+@register_section("infer")
+@dataclass
+class InferConfig:
+    """`infer`: `tools/infer.py` and `tools/benchmark.py`."""
+
+    visualizer: dict | None = None
+    batch_size: int = 4
+    input_key: str = "image"
+    input_size: list[int] | None = None
+
+    def check(self, path: str) -> None:
+        _positive(self.batch_size, f"{path}.batch_size")
+        _choice(self.input_key, ("image", "lr"), f"{path}.input_key")
+        if self.input_size is not None and len(self.input_size) != 2:
+            raise ConfigError(f"{path}.input_size: expected [H, W], got {self.input_size}")
+
+
+_NESTED = {
+    ("train", "optimizer"): OptimizerConfig,
+    ("train", "scheduler"): SchedulerConfig,
+    ("train", "clip_grad"): ClipGradConfig,
+    ("train", "ema"): EMAConfig,
+}
+_SECTIONS = {"train": TrainConfig, "data": DataConfig, "infer": InferConfig}
+
+
+def parse_section(name: str, node: Mapping | None) -> Any:
+    """Turn config section `name` (`train`, `data`, `infer`) into its checked dataclass.
+
+    Args:
+        name: the section name.
+        node: the section's dict (None or missing = all defaults).
+
+    Raises:
+        ConfigError: an unknown key or a bad value, naming its key path.
+    """
+    return _parse(_SECTIONS[name], node or {}, name)
+
+
+def _parse(cls: type, node: Mapping, path: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in node.items():
+        if key not in names:
+            guess = closest(key, names)
+            raise ConfigError(f"{path}.{key}: unknown key" + (f", did you mean {guess}?" if guess else ""))
+        sub = _NESTED.get((path, key))
+        if sub is not None and value is not None:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}.{key}: expected a mapping, got {value!r}")
+            value = _parse(sub, value, f"{path}.{key}")
+        kwargs[key] = value  # components (data.train, infer.visualizer) keep their key paths
+    obj = cls(**kwargs)
+    obj.check(path)
+    return obj
+
+
+def _choice(value: Any, choices: tuple, path: str) -> None:
+    if value not in choices:
+        shown = ", ".join("null" if c is None else str(c) for c in choices)
+        raise ConfigError(f"{path}: {value!r} is not one of {shown}")
+
+
+def _positive(value: Any, path: str, strict: bool = True) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (strict and value == 0):
+        need = "a positive number" if strict else "a number >= 0"
+        raise ConfigError(f"{path}: expected {need}, got {value!r}")
