@@ -1,0 +1,5 @@
+"""Backbones. Importing this package registers them in BACKBONES."""
+
+from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
+
+__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS"]
