@@ -1,0 +1,174 @@
+"""From a config to a running trainer or evaluation, on one process or under torchrun.
+
+`torchrun --nproc_per_node N tools/train.py ...` sets `RANK`, `WORLD_SIZE`,
+`LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT`; `init_distributed` reads them (env://)
+and picks NCCL on GPUs, gloo on CPU. Without them everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from densenets.config import DATASETS, EVALUATORS, MODELS, ConfigError, ConfigNode, build, dump_config
+from densenets.data.loader import build_test_loader, build_train_loader, seed_everything
+from densenets.utils import comm
+from densenets.utils.logging import setup_logger
+
+from .checkpoint import Checkpointer, load_model_weights, unwrap_model
+from .ema import ModelEMA
+from .evaluation import inference_on_dataset
+from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .optim import WarmupLR, build_optimizer
+from .schema import parse_section
+from .trainer import Trainer
+
+__all__ = ["init_distributed", "build_trainer", "train", "evaluate", "get_class_names", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` -> CUDA when available; `cuda` -> this process's GPU (LOCAL_RANK)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)")
+        if device == "cuda":
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    return torch.device(device)
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group torchrun describes (if any) and return this process's device."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not comm.is_dist():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None)
+    return dev
+
+
+def get_class_names(cfg: ConfigNode, dataset: Any = None) -> list[str] | None:
+    """`data.class_names`, else the dataset's `class_names`, else None."""
+    names = (cfg.get("data") or {}).get("class_names")
+    return list(names) if names else (list(getattr(dataset, "class_names", None) or []) or None)
+
+
+def _config_text(cfg: ConfigNode) -> str:
+    return yaml.safe_dump(cfg.to_dict() if isinstance(cfg, ConfigNode) else dict(cfg), sort_keys=False)
+
+
+def _eval_fn(cfg: ConfigNode, data_cfg, output_dir: Path, module_fn):
+    """A closure evaluating `module_fn()` on the val set, or None without val/evaluation."""
+    if data_cfg.val is None or not cfg.get("evaluation"):
+        return None
+    val_set = build(data_cfg.val, DATASETS)
+    evaluator = build(cfg.evaluation, EVALUATORS, dataset=val_set, output_dir=str(output_dir / "eval"))
+    loader = build_test_loader(val_set, data_cfg.val_batch_size, data_cfg.num_workers)
+    return lambda: inference_on_dataset(module_fn(), loader, evaluator)
+
+
+def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None) -> Trainer:
+    """Everything `train` needs, built from the config (on every process)."""
+    tcfg, dcfg = parse_section("train", cfg.get("train")), parse_section("data", cfg.get("data"))
+    dev = init_distributed(device or tcfg.device)
+    output_dir = Path(output_dir)
+    if comm.is_main_process():
+        dump_config(cfg, output_dir / "config.yaml")
+    setup_logger(output_dir, comm.get_rank())
+    seed_everything(tcfg.seed + comm.get_rank())
+    if dcfg.train is None:
+        raise ConfigError("data.train: a training dataset is needed")
+    train_set = build(dcfg.train, DATASETS)
+    max_iter = tcfg.max_iter or math.ceil(tcfg.epochs * len(train_set) / tcfg.batch_size)
+
+    model = build(cfg.model, MODELS).to(dev)
+    if tcfg.weights:
+        missing, unexpected = load_model_weights(model, tcfg.weights, strict=False)
+        if missing or unexpected:
+            logger.warning("%s: missing keys %s; unexpected keys %s", tcfg.weights, missing, unexpected)
+    optimizer = build_optimizer(model, tcfg.optimizer)
+    scheduler = WarmupLR(optimizer, tcfg.scheduler, max_iter)
+    ema = ModelEMA(model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema else None
+    wrapped: nn.Module = model
+    if comm.get_world_size() > 1:
+        ids = [dev.index] if dev.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=tcfg.find_unused_parameters)
+    if tcfg.compile:
+        wrapped = torch.compile(wrapped)
+
+    def loader_fn(start_iter: int):
+        return build_train_loader(
+            train_set, tcfg.batch_size, accumulate=tcfg.accumulate, seed=tcfg.seed, start_iter=start_iter,
+            num_workers=dcfg.num_workers, aspect_ratio_grouping=dcfg.aspect_ratio_grouping,
+        )
+
+    checkpointer = Checkpointer(output_dir, keep=tcfg.keep_checkpoints)
+    extra = {"config": _config_text(cfg)}
+    hooks = []
+    eval_fn = _eval_fn(cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped))
+    if eval_fn is not None:
+        hooks.append(EvalHook(eval_fn, tcfg.eval_period, tcfg.best_metric, checkpointer, extra))
+    elif tcfg.best_metric:
+        raise ConfigError("train.best_metric: needs data.val and an evaluation section")
+    hooks += [CheckpointHook(checkpointer, tcfg.checkpoint_period, extra), LoggingHook(output_dir, tcfg.log_period)]
+    trainer = Trainer(
+        wrapped, optimizer, scheduler, loader_fn, max_iter, accumulate=tcfg.accumulate, amp=tcfg.amp,
+        clip_grad=tcfg.clip_grad, ema=ema, hooks=hooks,
+    )
+    trainer.checkpointer = checkpointer
+    logger.info(
+        "training %s for %d iterations on %d process(es), %s, batch %d", type(model).__name__, max_iter,
+        comm.get_world_size(), dev, tcfg.batch_size,
+    )
+    return trainer
+
+
+def train(
+    cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None, resume: bool | str = False
+) -> Trainer:
+    """Train as the config says; `resume=True` continues from `output_dir/last.pth`
+    (or from the given checkpoint path).
+
+    Returns:
+        The trainer after training (its `hooks` hold the last evaluation results).
+    """
+    trainer = build_trainer(cfg, output_dir, device)
+    if resume:
+        path = trainer.checkpointer.last() if resume is True else Path(resume)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no last.pth in {output_dir}")
+        trainer.resume(str(path))
+        logger.info("resumed from %s at iteration %d", path, trainer.iter)
+    trainer.train()
+    return trainer
+
+
+def evaluate(
+    cfg: ConfigNode, weights: str | os.PathLike | None, output_dir: str | os.PathLike, device: str | None = None
+) -> dict[str, float]:
+    """Evaluate `weights` (EMA weights when the checkpoint holds them) on `data.val`."""
+    dcfg = parse_section("data", cfg.get("data"))
+    tcfg = parse_section("train", {**(cfg.get("train") or {}), "max_iter": 1, "epochs": None})
+    dev = init_distributed(device or tcfg.device)
+    output_dir = Path(output_dir)
+    setup_logger(output_dir, comm.get_rank())
+    model = build(cfg.model, MODELS).to(dev)
+    if weights:
+        load_model_weights(model, weights, strict=True, use_ema=True)
+    eval_fn = _eval_fn(cfg, dcfg, output_dir, lambda: model)
+    if eval_fn is None:
+        raise ConfigError("evaluation: needs data.val and an evaluation section")
+    return eval_fn()

@@ -1,0 +1,121 @@
+"""Optimiser with parameter groups, gradient clipping, and the LR schedule.
+
+Parameter groups: parameters named `backbone.*` get `lr × backbone_lr_mult`;
+normalisation-layer parameters get `norm_weight_decay` and biases `bias_weight_decay`
+when those are set. Parameters with the same (lr, weight decay) share one group.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from .schema import ClipGradConfig, OptimizerConfig, SchedulerConfig
+
+__all__ = ["build_optimizer", "param_groups", "clip_gradients", "WarmupLR", "build_scheduler"]
+
+_NORMS = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, _NORMS) or type(module).__name__.endswith(("Norm", "Norm1d", "Norm2d", "Norm3d"))
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """Split trainable parameters into groups by learning rate and weight decay.
+
+    Returns:
+        A list of `{"params": [...], "lr": float, "weight_decay": float}`; parameters
+        shared between modules appear once.
+    """
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        norm = _is_norm(module)
+        for p_name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            lr = cfg.lr * (cfg.backbone_lr_mult if full.startswith("backbone.") else 1.0)
+            wd = cfg.weight_decay
+            if norm and cfg.norm_weight_decay is not None:
+                wd = cfg.norm_weight_decay
+            elif p_name == "bias" and cfg.bias_weight_decay is not None:
+                wd = cfg.bias_weight_decay
+            groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> Optimizer:
+    """SGD or AdamW over `param_groups(model, cfg)`."""
+    groups = param_groups(model, cfg)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    if cfg.type == "SGD":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def clip_gradients(params: list[nn.Parameter], cfg: ClipGradConfig | None) -> float | None:
+    """Clip in place; returns the total gradient norm before clipping (type `norm`)."""
+    if cfg is None:
+        return None
+    if cfg.type == "norm":
+        return float(torch.nn.utils.clip_grad_norm_(params, cfg.max, norm_type=cfg.norm_type))
+    torch.nn.utils.clip_grad_value_(params, cfg.max)
+    return None
+
+
+class WarmupLR(LRScheduler):
+    """LR = base LR × warmup(iter) × schedule(iter); call `step()` after every optimiser step.
+
+    Args:
+        optimizer: its groups' current `lr` are the base LRs.
+        cfg: `train.scheduler`.
+        max_iter: the run's length (CosineLR, PolyLR).
+    """
+
+    def __init__(self, optimizer: Optimizer, cfg: SchedulerConfig, max_iter: int) -> None:
+        self.kind, self.steps, self.gamma = cfg.type, [int(s) for s in cfg.steps], float(cfg.gamma)
+        self.power, self.min_factor, self.max_iter = float(cfg.power), float(cfg.min_factor), int(max_iter)
+        self.warmup_iters, self.warmup_factor = int(cfg.warmup_iters), float(cfg.warmup_factor)
+        self.warmup_method = cfg.warmup_method
+        super().__init__(optimizer)
+
+    def factor(self, it: int) -> float:
+        """The LR multiplier at iteration `it` (optimiser steps done)."""
+        t = min(it, self.max_iter) / max(self.max_iter, 1)
+        if self.kind == "MultiStepLR":
+            f = self.gamma ** bisect.bisect_right(self.steps, it)
+        elif self.kind == "CosineLR":
+            f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+        elif self.kind == "PolyLR":
+            f = self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power
+        else:
+            f = 1.0
+        if it < self.warmup_iters:
+            if self.warmup_method == "linear":
+                alpha = it / self.warmup_iters
+                f *= self.warmup_factor * (1 - alpha) + alpha
+            else:
+                f *= self.warmup_factor
+        return f
+
+    def get_lr(self) -> list[float]:
+        f = self.factor(self.last_epoch)
+        return [base * f for base in self.base_lrs]
+
+
+def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, max_iter: int) -> WarmupLR:
+    return WarmupLR(optimizer, cfg, max_iter)
