@@ -1,5 +1,6 @@
 """Evaluators: COCO detection, semantic segmentation, super-resolution."""
 
 from .base import DatasetEvaluator
+from .coco import COCOEvaluator
 
-__all__ = ["DatasetEvaluator"]
+__all__ = ["DatasetEvaluator", "COCOEvaluator"]

@@ -1,1 +1,3 @@
 """Models. Importing this package registers every backbone, neck, head and meta-architecture."""
+
+from . import detection  # noqa: F401

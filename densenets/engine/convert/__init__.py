@@ -31,3 +31,5 @@ def convert(name: str, obj: Any) -> dict:
     if name not in CONVERTERS:
         raise KeyError(f"unknown checkpoint format {name!r} (one of {', '.join(sorted(CONVERTERS))})")
     return CONVERTERS[name](obj)
+
+from . import segmentation  # noqa: E402, F401
