@@ -1,8 +1,22 @@
 """Datasets, transforms and loaders. Importing this package registers them."""
 
+from .cityscapes import Cityscapes
 from .coco import COCODetection
 from .detection_transforms import DetectionTransform
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label, write_image
+from .segmentation_transforms import SemSegTestTransform, SemSegTrainTransform
 
-__all__ = ["COCODetection", "DetectionTransform", "imresize", "IMAGE_EXTENSIONS", "ImageReadError", "read_image", "read_label", "write_image"]
+__all__ = [
+    "COCODetection",
+    "DetectionTransform",
+    "imresize",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "read_image",
+    "read_label",
+    "write_image",
+    "Cityscapes",
+    "SemSegTrainTransform",
+    "SemSegTestTransform",
+]

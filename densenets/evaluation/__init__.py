@@ -2,5 +2,10 @@
 
 from .base import DatasetEvaluator
 from .coco import COCOEvaluator
+from .sem_seg import SemSegEvaluator
 
-__all__ = ["DatasetEvaluator", "COCOEvaluator"]
+__all__ = [
+    "DatasetEvaluator",
+    "COCOEvaluator",
+    "SemSegEvaluator",
+]

@@ -1,3 +1,4 @@
 """Models. Importing this package registers every backbone, neck, head and meta-architecture."""
 
 from . import detection  # noqa: F401
+from . import segmentation  # noqa: F401
