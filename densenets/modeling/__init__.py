@@ -1,4 +1,5 @@
 """Models. Importing this package registers every backbone, neck, head and meta-architecture."""
 
-from . import detection  # noqa: F401
+from . import backbones, necks  # noqa: F401
 from . import segmentation  # noqa: F401
+from . import detection  # noqa: F401

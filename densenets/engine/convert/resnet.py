@@ -2,7 +2,7 @@
 
 Our layout (`densenets.modeling.backbones.resnet`): ``stem.conv1``/``stem.norm1``,
 ``res2.0.conv1``/``res2.0.norm1`` ... ``res2.0.shortcut.conv``/``res2.0.shortcut.norm``,
-``linear``; FPN (`densenets.modeling.necks.fpn`): ``lateral2.conv``, ``output2.conv``
+``linear`` (DCN stages: ``res3.0.conv2.conv_offset``); FPN (`densenets.modeling.necks.fpn`): ``lateral2.conv``, ``output2.conv``
 (``.norm`` with a norm), ``top_block.p6``/``top_block.p7``.
 
 Every map renames keys and leaves values alone, except detectron2's caffe2 (MSRA)
@@ -49,6 +49,8 @@ _TORCHVISION: list[Rule] = [
     (r"conv1\.weight", lambda m: "stem.conv1.weight"),
     (r"bn1\.(\w+)", lambda m: f"stem.norm1.{m[1]}"),
     (r"layer(\d)\.(\d+)\.conv(\d)\.weight", lambda m: f"{_stage(m)}.{m[2]}.conv{m[3]}.weight"),
+    # mmdetection's DCN ResNets: torchvision names plus the offset predictor.
+    (r"layer(\d)\.(\d+)\.conv2\.conv_offset\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.conv2.conv_offset.{m[3]}"),
     (r"layer(\d)\.(\d+)\.bn(\d)\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.norm{m[3]}.{m[4]}"),
     (r"layer(\d)\.(\d+)\.downsample\.0\.weight", lambda m: f"{_stage(m)}.{m[2]}.shortcut.conv.weight"),
     (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.shortcut.norm.{m[3]}"),
@@ -71,6 +73,7 @@ _DETECTRON2: list[Rule] = [
     (r"(stem|res\d\.\d+)\.conv(\d)\.weight", lambda m: f"{m[1]}.conv{m[2]}.weight"),
     (r"(stem|res\d\.\d+)\.conv(\d)\.norm\.(\w+)", lambda m: f"{m[1]}.norm{m[2]}.{m[3]}"),
     (r"(res\d\.\d+)\.shortcut\.weight", lambda m: f"{m[1]}.shortcut.conv.weight"),
+    (r"(res\d\.\d+)\.conv2_offset\.(\w+)", lambda m: f"{m[1]}.conv2.conv_offset.{m[2]}"),
     (r"(res\d\.\d+)\.shortcut\.norm\.(\w+)", lambda m: f"{m[1]}.shortcut.norm.{m[2]}"),
     (r"linear\.(weight|bias)", lambda m: f"linear.{m[1]}"),
 ]

@@ -1,5 +1,6 @@
 """Backbones. Importing this package registers them in BACKBONES."""
 
 from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
+from .weights import load_weights, resolve_weights
 
-__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS"]
+__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS", "load_weights", "resolve_weights"]

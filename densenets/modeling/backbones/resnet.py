@@ -346,8 +346,10 @@ class ResNet(nn.Module):
         return cls(**{**PRESETS[name], **kwargs})
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+        for name, m in self.named_modules():
+            if name.endswith("conv_offset"):  # DCN offset predictors stay zero-initialised
+                continue
+            if isinstance(m, nn.Conv2d) or hasattr(m, "deform_groups"):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
