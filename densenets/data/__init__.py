@@ -6,6 +6,8 @@ from .detection_transforms import DetectionTransform
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label, write_image
 from .segmentation_transforms import SemSegTestTransform, SemSegTrainTransform
+from .sr import DIV2K, SRBenchmark, SRImageFolder, SRPairs
+from .sr_transforms import SRRandomCrop, SRRandomFlipRotate
 
 __all__ = [
     "COCODetection",
@@ -19,4 +21,10 @@ __all__ = [
     "Cityscapes",
     "SemSegTrainTransform",
     "SemSegTestTransform",
+    "SRPairs",
+    "DIV2K",
+    "SRBenchmark",
+    "SRImageFolder",
+    "SRRandomCrop",
+    "SRRandomFlipRotate",
 ]
