@@ -144,7 +144,7 @@ class SemSegEvaluator(DatasetEvaluator):
     def _write(self, item: dict[str, Any], label: np.ndarray) -> None:
         from densenets.data.cityscapes import colorize
 
-        name = f"{item.get('image_id', Path(item['file_name']).stem)}.png"
+        name = f"{item['image_id'] if 'image_id' in item else Path(item['file_name']).stem}.png"
         for kind in self.outputs:
             if kind == "train_ids":
                 out = label
