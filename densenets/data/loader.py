@@ -112,6 +112,9 @@ def build_train_loader(
         num_workers=num_workers,
         collate_fn=list_collate,
         persistent_workers=num_workers > 0,
+        # Its own generator: creating the loader (e.g. when resuming) must not draw from
+        # the global RNG that the model's dropout uses.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -123,7 +123,7 @@ def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | 
         hooks.append(EvalHook(eval_fn, tcfg.eval_period, tcfg.best_metric, checkpointer, extra))
     elif tcfg.best_metric:
         raise ConfigError("train.best_metric: needs data.val and an evaluation section")
-    hooks += [CheckpointHook(checkpointer, tcfg.checkpoint_period, extra), LoggingHook(output_dir, tcfg.log_period)]
+    hooks += [CheckpointHook(checkpointer, tcfg.checkpoint_period, extra), LoggingHook(output_dir, tcfg.log_period, plot=tcfg.plot)]
     trainer = Trainer(
         wrapped, optimizer, scheduler, loader_fn, max_iter, accumulate=tcfg.accumulate, amp=tcfg.amp,
         clip_grad=tcfg.clip_grad, ema=ema, hooks=hooks,

@@ -124,6 +124,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 42
     log_period: int = 20
+    plot: bool = True
     checkpoint_period: int = 5000
     keep_checkpoints: int = 3
     eval_period: int = 0

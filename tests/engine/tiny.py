@@ -127,6 +127,7 @@ def write_config(path: Path, **train) -> Path:
             "optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
             "scheduler": {"type": "MultiStepLR", "steps": [4], "warmup_iters": 2},
             "log_period": 2,
+            "plot": False,
             "checkpoint_period": 3,
             "device": "cpu",
             **train,
@@ -139,3 +140,32 @@ def write_config(path: Path, **train) -> Path:
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(Path(run_dir) / "last.pth", weights_only=True)["model"]
+
+
+def initial_weights(seed: int = 42) -> dict[str, torch.Tensor]:
+    """The weights a run with `train.seed=seed` starts from."""
+    from densenets.data.loader import seed_everything
+
+    seed_everything(seed)
+    return TinySegmenter().state_dict()
+
+
+def ddp_worker(rank: int, world_size: int, port: int, cfg_path: str, output_dir: str) -> None:
+    """One process of a torchrun-like launch (env:// rendezvous) running training."""
+    import os
+
+    import torch.distributed as dist
+
+    from densenets.config import load_config
+    from densenets.engine.launch import train
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    try:
+        train(load_config(cfg_path), output_dir)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
