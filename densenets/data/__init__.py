@@ -3,8 +3,11 @@
 from .cityscapes import Cityscapes
 from .coco import COCODetection
 from .detection_transforms import DetectionTransform
+from .image_folder import ImageFolder
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label, write_image
+from .loader import build_test_loader, build_train_loader, list_collate
+from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 from .segmentation_transforms import SemSegTestTransform, SemSegTrainTransform
 from .sr import DIV2K, SRBenchmark, SRImageFolder, SRPairs
 from .sr_transforms import SRRandomCrop, SRRandomFlipRotate
@@ -27,4 +30,11 @@ __all__ = [
     "SRImageFolder",
     "SRRandomCrop",
     "SRRandomFlipRotate",
+    "ImageFolder",
+    "build_train_loader",
+    "build_test_loader",
+    "list_collate",
+    "TrainingSampler",
+    "InferenceSampler",
+    "GroupedBatchSampler",
 ]

@@ -1,0 +1,179 @@
+"""tools/infer.py on a folder of every image kind plus a corrupt file and a text file,
+with tiny detection, segmentation and super-resolution models registered here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+
+from densenets.config import MODELS
+from densenets.data import read_image, read_label
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+infer = _load_tool("infer")
+
+
+@MODELS.register()
+class InferTinyDetector(nn.Module):
+    """Two boxes per image at its original size: the centre half (0.9), the top-left quarter (0.3)."""
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        out = []
+        for item in batch:
+            h, w = item["orig_size"]
+            boxes = torch.tensor([[w / 4, h / 4, 3 * w / 4, 3 * h / 4], [0, 0, w / 2, h / 2]]) * self.scale
+            out.append({"instances": {"boxes": boxes, "scores": torch.tensor([0.9, 0.3]), "labels": torch.tensor([1, 0])}})
+        return out
+
+
+@MODELS.register()
+class InferTinySegmenter(nn.Module):
+    """Class 1 where red > blue, at the input's (original) size."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0, -1.0]))
+
+    def forward(self, batch):
+        out = []
+        for item in batch:
+            img = item["image"].float()
+            score = self.w[0] * img[0] + self.w[1] * img[2]
+            out.append({"sem_seg": torch.stack([-score, score])})
+        return out
+
+
+@MODELS.register()
+class InferTinyUpscaler(nn.Module):
+    """×2 nearest-neighbour super-resolution of `lr`."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        return [{"sr": item["lr"].repeat_interleave(2, 1).repeat_interleave(2, 2)} for item in batch]
+
+
+def _make_folder(root: Path) -> dict[str, tuple[int, int]]:
+    """Images of each kind; returns rel path -> (H, W) as read (EXIF applied)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    sizes = {}
+    (root / "sub/deeper").mkdir(parents=True)
+    Image.fromarray(rgb).save(root / "a.jpg", quality=95)
+    sizes["a.jpg"] = (24, 32)
+    Image.fromarray(rgb).save(root / "a.png")  # same stem as a.jpg
+    sizes["a.png"] = (24, 32)
+    Image.fromarray(np.dstack([rgb, np.full((24, 32), 128, np.uint8)])).save(root / "sub/rgba.png")
+    sizes["sub/rgba.png"] = (24, 32)
+    Image.fromarray(rgb[..., 0]).save(root / "sub/deeper/gray.bmp")
+    sizes["sub/deeper/gray.bmp"] = (24, 32)
+    cv2.imwrite(str(root / "sub/deep16.tif"), (rgb.astype(np.uint16) * 257)[..., ::-1])
+    sizes["sub/deep16.tif"] = (24, 32)
+    Image.fromarray(rgb).save(root / "photo.webp", lossless=True)
+    sizes["photo.webp"] = (24, 32)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    im.save(root / "sub/rotated.JPG", exif=exif.tobytes())
+    sizes["sub/rotated.JPG"] = (32, 24)
+    (root / "sub/corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return sizes
+
+
+def _config(path: Path, model: str, **infer_keys) -> Path:
+    cfg = {"model": {"type": model}, "data": {"num_workers": 0, "class_names": ["cat", "dog"]}, "infer": {"batch_size": 3, **infer_keys}}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return root, _make_folder(root)
+
+
+def test_detection_on_a_folder(folder, tmp_path, capsys):
+    root, sizes = folder
+    cfg = _config(tmp_path / "det.yaml", "InferTinyDetector", visualizer={"type": "DetectionVisualizer", "score_threshold": 0.5})
+    weights = tmp_path / "w.pth"
+    torch.save({"model": {"scale": torch.tensor(1.0)}}, weights)
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(cfg), "--weights", str(weights), "--input", str(root), "--output", str(out)]) == 0
+    err = capsys.readouterr()
+    lines = err.err.splitlines()
+    assert sum("corrupt.jpg" in x and x.startswith("skipped") for x in lines) == 1
+    assert sum("notes.txt" in x and x.startswith("skipped") for x in lines) == 1
+    assert "7 image(s) written" in err.out and "1 unreadable, 1 non-image" in err.out
+    # The output mirrors the input tree; a.jpg / a.png keep apart.
+    vis = sorted(p.relative_to(out / "vis").as_posix() for p in (out / "vis").rglob("*.jpg"))
+    assert vis == sorted(["a_jpg.jpg", "a_png.jpg", "photo.jpg", "sub/rgba.jpg", "sub/deep16.jpg",
+                          "sub/deeper/gray.jpg", "sub/rotated.jpg"])
+    assert read_image(out / "vis/sub/rotated.jpg").shape[:2] == (32, 24)
+    results = json.loads((out / "results.json").read_text())
+    assert {r["file_name"] for r in results} == set(sizes)
+    r = next(r for r in results if r["file_name"] == "sub/rotated.JPG" and r["score"] == 0.9)
+    assert r["bbox"] == [6.0, 8.0, 12.0, 16.0] and r["category_name"] == "dog" and r["category_id"] == 1
+
+
+def test_segmentation_writes_label_pngs_at_original_size(folder, tmp_path, capsys):
+    root, sizes = folder
+    cfg = _config(tmp_path / "seg.yaml", "InferTinySegmenter")  # visualiser chosen from the prediction
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(cfg), "--input", str(root), "--output", str(out)]) == 0
+    for rel, hw in sizes.items():
+        stem = Path(rel).with_suffix("").as_posix()
+        stem = {"a": f"a_{Path(rel).suffix[1:]}"}.get(stem, stem)
+        label = read_label(out / "labels" / f"{stem}.png")
+        assert label.shape == hw, rel
+        img = read_image(root / rel).astype(int)
+        np.testing.assert_array_equal(label, (img[..., 0] > img[..., 2]).astype(np.uint8))
+    vis = read_image(out / "vis/photo.jpg").astype(int)
+    assert vis.shape[0] >= 24 and vis.shape[1] > 32  # overlay + legend panel at the right
+    assert np.abs(vis[:24, :32] - read_image(root / "photo.webp")).mean() > 10  # coloured over
+    assert (vis[:, 32:] < 200).any()  # legend swatches and names
+
+
+def test_super_resolution_on_a_glob(folder, tmp_path, capsys):
+    root, _ = folder
+    cfg = _config(tmp_path / "sr.yaml", "InferTinyUpscaler", input_key="lr", visualizer={"type": "SRVisualizer"})
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(cfg), "--input", str(root / "sub" / "*.png"), "--output", str(out)]) == 0
+    sr = read_image(out / "sr/rgba.png")
+    np.testing.assert_array_equal(sr, read_image(root / "sub/rgba.png").repeat(2, 0).repeat(2, 1))
+    assert [p.name for p in (out / "sr").rglob("*.png")] == ["rgba.png"]
+
+
+def test_exit_code_is_nonzero_only_when_nothing_succeeds(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"nope")
+    cfg = _config(tmp_path / "seg.yaml", "InferTinySegmenter")
+    assert infer.main(["--config", str(cfg), "--input", str(bad), "--output", str(tmp_path / "o")]) == 1
+    assert "x.png: not a readable image" in capsys.readouterr().err
+    assert infer.main(["--config", str(cfg), "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
