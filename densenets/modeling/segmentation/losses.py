@@ -70,14 +70,11 @@ class SemSegLoss(nn.Module):
         )  # (N, H, W); 0 on ignored pixels
         valid = targets != self.ignore_index
         keep = self._hard_pixels(logits, targets, valid) if self.ohem_thresh is not None else valid
-        safe_targets = targets.masked_fill(~valid, 0)
-        pixel_weight = keep.to(per_pixel.dtype)
-        if weight is not None:
-            pixel_weight = pixel_weight * weight[safe_targets]
-        denom = pixel_weight.sum()
-        if denom <= 0:
-            return logits.sum() * 0.0
-        return self.loss_weight * (per_pixel * pixel_weight).sum() / denom
+        # `per_pixel` already carries the class weights; the mean divides by their sum.
+        kept = keep.to(per_pixel.dtype)
+        denom = kept.sum() if weight is None else (kept * weight[targets.masked_fill(~valid, 0)]).sum()
+        # No kept pixel: 0 / eps = 0, still attached to the graph (and no host sync).
+        return self.loss_weight * (per_pixel * kept).sum() / denom.clamp(min=1e-12)
 
     @torch.no_grad()
     def _hard_pixels(self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
