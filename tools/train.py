@@ -22,8 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("--output", help="run directory (default: runs/<config name>)")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue from OUTPUT/last.pth, or from CHECKPOINT")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUTPUT/last.pth")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     return parser.parse_args(argv)
