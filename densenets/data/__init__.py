@@ -3,6 +3,7 @@
 from .cityscapes import Cityscapes
 from .coco import COCODetection
 from .detection_transforms import DetectionTransform
+from .detr_transforms import DETRTransform
 from .image_folder import ImageFolder
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label, write_image
@@ -15,6 +16,7 @@ from .sr_transforms import SRRandomCrop, SRRandomFlipRotate
 __all__ = [
     "COCODetection",
     "DetectionTransform",
+    "DETRTransform",
     "imresize",
     "IMAGE_EXTENSIONS",
     "ImageReadError",
