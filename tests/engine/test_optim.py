@@ -1,0 +1,122 @@
+"""LR schedules against torch's own schedulers; parameter groups; gradient clipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as tls
+
+from densenets.engine.optim import WarmupLR, build_optimizer, clip_gradients, param_groups
+from densenets.engine.schema import ClipGradConfig, OptimizerConfig, SchedulerConfig
+
+BASE = 0.1
+N = 50
+
+
+def _ours(**cfg) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    sched = WarmupLR(opt, SchedulerConfig(**cfg), max_iter=N)
+    lrs = []
+    for _ in range(N):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def _torch(make) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    sched = make(opt)
+    lrs = []
+    for _ in range(N):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize(
+    "cfg, make",
+    [
+        (dict(type="MultiStepLR", steps=[20, 35], gamma=0.5), lambda o: tls.MultiStepLR(o, [20, 35], 0.5)),
+        (dict(type="CosineLR"), lambda o: tls.CosineAnnealingLR(o, T_max=N)),
+        (dict(type="CosineLR", min_factor=0.1), lambda o: tls.CosineAnnealingLR(o, T_max=N, eta_min=0.1 * BASE)),
+        (dict(type="PolyLR", power=0.9), lambda o: tls.PolynomialLR(o, total_iters=N, power=0.9)),
+        (dict(type="ConstantLR"), lambda o: tls.LambdaLR(o, lambda it: 1.0)),
+        (
+            dict(type="MultiStepLR", steps=[30], warmup_iters=10, warmup_factor=0.01),
+            lambda o: tls.SequentialLR(
+                o, [tls.LinearLR(o, 0.01, 1.0, total_iters=10), tls.MultiStepLR(o, [20], 0.1)], milestones=[10]
+            ),
+        ),
+        (
+            dict(type="ConstantLR", warmup_iters=5, warmup_factor=0.2, warmup_method="constant"),
+            lambda o: tls.ConstantLR(o, factor=0.2, total_iters=5),
+        ),
+    ],
+    ids=["multistep", "cosine", "cosine-min", "poly", "constant", "linear-warmup", "constant-warmup"],
+)
+def test_schedules_match_torch(cfg, make):
+    assert _ours(**cfg) == pytest.approx(_torch(make), rel=1e-9, abs=1e-12)
+
+
+def test_poly_min_factor_and_scheduler_state_round_trip():
+    lrs = _ours(type="PolyLR", power=1.0, min_factor=0.2)
+    assert lrs[0] == pytest.approx(BASE) and lrs[25] == pytest.approx(BASE * (0.2 + 0.8 * 0.5))
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    sched = WarmupLR(opt, SchedulerConfig(type="CosineLR", warmup_iters=3), 10)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    sched2 = WarmupLR(opt2, SchedulerConfig(type="CosineLR", warmup_iters=3), 10)
+    sched2.load_state_dict(state)
+    opt.step(), sched.step(), opt2.step(), sched2.step()
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, bias=False))
+        self.head = nn.Sequential(nn.Linear(4, 2), nn.LayerNorm(2))
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def test_param_groups_split_by_lr_and_weight_decay():
+    net = _Net()
+    cfg = OptimizerConfig(lr=0.1, weight_decay=1e-4, backbone_lr_mult=0.5, norm_weight_decay=0.0, bias_weight_decay=0.0)
+    groups = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in param_groups(net, cfg)}
+    b, h = net.backbone, net.head
+    assert groups == {
+        (0.05, 1e-4): {id(b[0].weight), id(b[2].weight)},
+        (0.05, 0.0): {id(b[0].bias), id(b[1].weight), id(b[1].bias)},
+        (0.1, 1e-4): {id(h[0].weight)},
+        (0.1, 0.0): {id(h[0].bias), id(h[1].weight), id(h[1].bias)},
+    }
+    # Defaults: one group, everything trainable, frozen parameters left out.
+    (only,) = param_groups(net, OptimizerConfig(lr=0.1, weight_decay=1e-4))
+    assert len(only["params"]) == sum(p.requires_grad for p in net.parameters())
+
+
+def test_optimizers_get_their_options():
+    sgd = build_optimizer(_Net(), OptimizerConfig(type="SGD", momentum=0.8, nesterov=True))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8 and sgd.defaults["nesterov"]
+    adamw = build_optimizer(_Net(), OptimizerConfig(type="AdamW", betas=[0.8, 0.9], eps=1e-6))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.9)
+    assert adamw.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_clip_by_norm_and_by_value():
+    params = [nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2))]
+    params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 12.0])
+    norm = clip_gradients(params, ClipGradConfig(type="norm", max=1.3))
+    assert norm == pytest.approx(13.0)
+    assert torch.cat([p.grad for p in params]).norm() == pytest.approx(1.3, rel=1e-5)
+    params[0].grad = torch.tensor([3.0, -0.5, -4.0])
+    assert clip_gradients(params, ClipGradConfig(type="value", max=1.0)) is None
+    assert params[0].grad.tolist() == [1.0, -0.5, -1.0]
+    assert clip_gradients(params, None) is None
