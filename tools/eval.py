@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from densenets.config import ConfigError, load_config
 from densenets.engine.checkpoint import CheckpointError
 from densenets.engine.launch import evaluate
@@ -29,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")
         results = evaluate(cfg, args.weights, output, device=args.device)
+        main_process = comm.is_main_process()
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if comm.is_main_process():
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "metrics.json").write_text(json.dumps(results, indent=2))
         width = max((len(k) for k in results), default=0)

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from densenets.config import ConfigError, load_config
 from densenets.engine.checkpoint import CheckpointError
 from densenets.engine.launch import train
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, NonFiniteLossError) else 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     print(f"done: {trainer.iter} iterations, run directory {output}")
     return 0
 
