@@ -124,6 +124,8 @@ class SRPairs(Dataset):
         return lr, hr
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"{type(self).__name__}: index {i} out of range for {len(self)} items")
         index = i % len(self.hr_files)
         lr, hr = self.load_pair(index)
         path = self.hr_files[index]

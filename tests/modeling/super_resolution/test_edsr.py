@@ -11,7 +11,7 @@ from torch import nn
 from densenets.config import MODELS, build
 from densenets.engine.convert import CONVERTERS
 from densenets.engine.convert.edsr import convert_edsr, edsr_to_official
-from densenets.modeling.super_resolution import EDSR, self_ensemble, tile_bounds, tiled_forward
+from densenets.modeling.super_resolution import self_ensemble, tile_bounds, tiled_forward
 
 
 def _edsr(scale=2, blocks=2, channels=8, res_scale=1.0, **kw):
