@@ -46,6 +46,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global outside the allow-list."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only containers and numpy arrays/scalars."""
 
@@ -56,7 +60,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         obj = _ALLOWED.get((module, name))
         if obj is None:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"{self.source}: refusing to load global {module}.{name}; checkpoints may only "
                 "hold containers, numbers, strings and numpy arrays"
             )
@@ -78,7 +82,7 @@ def load_pickle(path: str | os.PathLike) -> Any:
     with open(path, "rb") as f:
         try:
             return RestrictedUnpickler(f, source=str(path)).load()
-        except pickle.UnpicklingError:
+        except _Refused:
             raise
         except Exception as e:  # a truncated or non-pickle file
             raise pickle.UnpicklingError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
