@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from densenets.config import EVALUATORS
 from densenets.utils import comm
@@ -109,7 +110,7 @@ class COCOEvaluator(DatasetEvaluator):
             image_id = item["image_id"]
             self._image_ids.append(image_id)
             inst = pred["instances"]
-            boxes = inst["boxes"].detach().cpu().float()
+            boxes = inst["boxes"].detach().to("cpu", torch.float64, copy=True)
             boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
             for box, score, label in zip(boxes.tolist(), inst["scores"].tolist(), inst["labels"].tolist()):
                 self._results.append(
