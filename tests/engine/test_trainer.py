@@ -160,3 +160,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # Evaluation gathered both shards: each of the 8 val images once.
     evals = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines() if "seg/acc" in x]
     assert evals[-1]["seg/images"] == 8
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    eager = train(_cfg(tmp_path, max_iter=3), tmp_path / "eager")
+    compiled = train(_cfg(tmp_path, max_iter=3, compile=True), tmp_path / "compiled")
+    assert type(compiled.model).__name__ == "OptimizedModule" and type(eager.model).__name__ == "TinySegmenter"
+    _assert_same_weights(tiny.final_weights(tmp_path / "eager"), tiny.final_weights(tmp_path / "compiled"), exact=False)
