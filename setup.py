@@ -8,6 +8,8 @@ CUDA kernels when torch has CUDA support and either a CUDA toolkit is found or
 
 import glob
 import os
+import re
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -44,6 +46,26 @@ def _nvidia_include_dirs():
     return sorted({d for d in dirs if os.path.isdir(d)})
 
 
+def _toolkit_dirs(cuda_home):
+    """(include dirs, library dirs) of the toolkit nvcc belongs to, as nvcc reports them:
+    CUDA_HOME may be /usr/local with nvcc a wrapper script, whose include/ and lib64/
+    hold no CUDA files."""
+    nvcc = os.path.join(cuda_home or "", "bin", "nvcc")
+    try:
+        res = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return [], []
+    includes, libraries = [], []
+    for line in (res.stdout + res.stderr).splitlines():
+        if line.startswith("#$ INCLUDES="):
+            includes += [os.path.normpath(d) for d in re.findall(r'-I"?([^"\s]+)', line)]
+        elif line.startswith("#$ LIBRARIES="):
+            libraries += [os.path.normpath(d) for d in re.findall(r'-L"?([^"\s]+)', line)]
+    libraries = [d for d in libraries if os.path.basename(d) != "stubs"]
+    return [d for d in includes if os.path.isdir(d)], [d for d in libraries if os.path.isdir(d)]
+
+
 def _extensions():
     cpp = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     if not cpp:
@@ -57,12 +79,17 @@ def _extensions():
     cxx = ["-O3", "-fopenmp"] if sys.platform.startswith("linux") else ["-O3"]
     extra = {"cxx": cxx}
     define = []
+    library_dirs = []
     include = [os.path.join(HERE, CSRC)]
     if use_cuda:
         ext_cls = CUDAExtension
         sources = cpp + cu
         define.append(("WITH_CUDA", None))
-        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
+        extra["nvcc"] = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+        # The toolkit's own headers first: the wheel's copies of cuda_runtime*.h may be of a
+        # newer minor version than nvcc, which CCCL rejects; the wheel dirs only fill gaps.
+        toolkit_include, library_dirs = _toolkit_dirs(CUDA_HOME)
+        include += toolkit_include
         include += _nvidia_include_dirs()
         print(f"densenets: building the CPU and CUDA kernels (CUDA_HOME={CUDA_HOME})")
     else:
@@ -73,6 +100,7 @@ def _extensions():
         "densenets._C",
         sources=sources,
         include_dirs=include,
+        library_dirs=library_dirs,
         define_macros=define,
         extra_compile_args=extra,
         extra_link_args=["-fopenmp"] if sys.platform.startswith("linux") else [],

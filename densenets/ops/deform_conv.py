@@ -51,12 +51,23 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 
 
 def _check(
-    input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
-    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    mask: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
 ) -> None:
     """Raise a one-line error naming the argument whose shape, dtype or device is wrong."""
-    for name, t, dim in (("input", input, 4), ("offset", offset, 4), ("weight", weight, 4),
-                         ("mask", mask, 4), ("bias", bias, 1)):
+    for name, t, dim in (
+        ("input", input, 4),
+        ("offset", offset, 4),
+        ("weight", weight, 4),
+        ("mask", mask, 4),
+        ("bias", bias, 1),
+    ):
         if t is None:
             continue
         if t.dim() != dim:
@@ -68,30 +79,40 @@ def _check(
     if not input.is_floating_point():
         raise TypeError(f"deform_conv2d: input must be floating point, got {input.dtype}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"deform_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got "
-                         f"stride={stride}, padding={padding}, dilation={dilation}")
+        raise ValueError(
+            f"deform_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got "
+            f"stride={stride}, padding={padding}, dilation={dilation}"
+        )
     n, c_in, h, w = input.shape
     c_out, c_group, kh, kw = weight.shape
     if c_group == 0 or c_in % c_group or c_out % (c_in // c_group):
-        raise ValueError(f"deform_conv2d: weight shape {tuple(weight.shape)} does not fit input channels "
-                         f"{c_in}: need C_in divisible by weight.shape[1] and C_out by the groups")
+        raise ValueError(
+            f"deform_conv2d: weight shape {tuple(weight.shape)} does not fit input channels "
+            f"{c_in}: need C_in divisible by weight.shape[1] and C_out by the groups"
+        )
     h_out = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     w_out = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if h_out <= 0 or w_out <= 0:
         raise ValueError(f"deform_conv2d: input {h}x{w} is smaller than the dilated kernel {kh}x{kw}")
     k = kh * kw
     if offset.shape[1] == 0 or offset.shape[1] % (2 * k) or c_in % (offset.shape[1] // (2 * k)):
-        raise ValueError(f"deform_conv2d: offset has {offset.shape[1]} channels; need 2 * D * {k} "
-                         f"(kernel {kh}x{kw}) with D deformable groups dividing C_in={c_in}")
+        raise ValueError(
+            f"deform_conv2d: offset has {offset.shape[1]} channels; need 2 * D * {k} "
+            f"(kernel {kh}x{kw}) with D deformable groups dividing C_in={c_in}"
+        )
     expect = (n, offset.shape[1], h_out, w_out)
     if tuple(offset.shape) != expect:
-        raise ValueError(f"deform_conv2d: offset shape {tuple(offset.shape)} should be {expect} "
-                         f"(batch, 2 * D * K, output height, output width)")
+        raise ValueError(
+            f"deform_conv2d: offset shape {tuple(offset.shape)} should be {expect} "
+            f"(batch, 2 * D * K, output height, output width)"
+        )
     if mask is not None:
         expect = (n, offset.shape[1] // 2, h_out, w_out)
         if tuple(mask.shape) != expect:
-            raise ValueError(f"deform_conv2d: mask shape {tuple(mask.shape)} should be {expect} "
-                             f"(batch, D * K, output height, output width) to match offset")
+            raise ValueError(
+                f"deform_conv2d: mask shape {tuple(mask.shape)} should be {expect} "
+                f"(batch, D * K, output height, output width) to match offset"
+            )
     if bias is not None and bias.shape[0] != c_out:
         raise ValueError(f"deform_conv2d: bias has {bias.shape[0]} elements, need C_out={c_out}")
 
@@ -127,7 +148,11 @@ def deform_conv2d(
     Returns:
         Tensor[N, C_out, H_out, W_out]
     """
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding, dilation = (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
     device_type = input.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
@@ -166,8 +191,13 @@ def _register() -> None:
     @torch.library.register_fake(_BACKWARD_OP)
     def _(grad_output, input, offset, weight, mask, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
         grad_mask = torch.empty_like(mask) if mask is not None else input.new_empty(0)
-        return (torch.empty_like(input), torch.empty_like(offset), torch.empty_like(weight), grad_mask,
-                weight.new_empty(weight.shape[0]))
+        return (
+            torch.empty_like(input),
+            torch.empty_like(offset),
+            torch.empty_like(weight),
+            grad_mask,
+            weight.new_empty(weight.shape[0]),
+        )
 
     def setup_context(ctx, inputs, output):
         input, offset, weight, mask, bias, *params = inputs
@@ -181,8 +211,13 @@ def _register() -> None:
             grad_output.contiguous(), input, offset, weight, mask, *ctx.params
         )
         grad_input, grad_offset, grad_weight, grad_mask, grad_bias = grads
-        return (grad_input, grad_offset, grad_weight, grad_mask if ctx.has_mask else None,
-                grad_bias if ctx.has_bias else None) + (None,) * len(ctx.params)
+        return (
+            grad_input,
+            grad_offset,
+            grad_weight,
+            grad_mask if ctx.has_mask else None,
+            grad_bias if ctx.has_bias else None,
+        ) + (None,) * len(ctx.params)
 
     torch.library.register_autograd(_OP, backward, setup_context=setup_context)
 

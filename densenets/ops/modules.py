@@ -51,8 +51,10 @@ class DeformConv2dWithOffset(nn.Module):
     ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} "
-                             f"must be divisible by groups={groups}")
+            raise ValueError(
+                f"in_channels={in_channels} and out_channels={out_channels} "
+                f"must be divisible by groups={groups}"
+            )
         if in_channels % deform_groups:
             raise ValueError(f"in_channels={in_channels} must be divisible by deform_groups={deform_groups}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -86,11 +88,15 @@ class DeformConv2dWithOffset(nn.Module):
         Returns:
             Tensor[N, C_out, H_out, W_out]
         """
-        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        return deform_conv2d(
+            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
+        )
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+        )
         if self.groups != 1:
             s += f", groups={self.groups}"
         s += f", deform_groups={self.deform_groups}"
@@ -120,11 +126,19 @@ class DeformConv2d(DeformConv2dWithOffset):
         deform_groups: int = 1,
         bias: bool = True,
     ):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         deform_groups, bias)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, deform_groups, bias
+        )
         per_point = 3 if self._mask else 2
-        self.conv_offset = nn.Conv2d(in_channels, per_point * self.num_points, self.kernel_size,
-                                     self.stride, self.padding, self.dilation, bias=True)
+        self.conv_offset = nn.Conv2d(
+            in_channels,
+            per_point * self.num_points,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            bias=True,
+        )
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
@@ -94,6 +95,18 @@ inline DeformGeometry make_geometry(const at::Tensor& input, const at::Tensor& o
                 ", ", g.out_h, ", ", g.out_w, "]");
   }
   return g;
+}
+
+// Elements allowed in one column buffer: `fallback`, or the environment variable
+// DENSENETS_DEFORM_CONV_BUDGET (trades memory for speed; small values test chunking).
+inline int64_t column_budget(int64_t fallback) {
+  const char* env = std::getenv("DENSENETS_DEFORM_CONV_BUDGET");
+  if (env == nullptr || *env == '\0') return fallback;
+  char* end = nullptr;
+  const long long value = std::strtoll(env, &end, 10);
+  TORCH_CHECK(*end == '\0' && value > 0, "DENSENETS_DEFORM_CONV_BUDGET must be a positive integer, got '", env,
+              "'");
+  return value;
 }
 
 // Columns per chunk so that a (C * K, L) buffer holds at most `budget` elements.

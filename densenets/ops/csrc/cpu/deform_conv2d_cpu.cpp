@@ -25,13 +25,13 @@ namespace {
 
 // Elements of the column buffer of one chunk (64 MiB in float32).
 constexpr int64_t kColumnBudget = int64_t(1) << 24;
-// Columns per task in the offset/mask gradient.
-constexpr int64_t kBlock = 64;
+// Columns per block: a block's samples (K * kBlock table entries) stay in cache.
+constexpr int64_t kBlock = 128;
 
 // Chunk length: whole images when a few fit the budget, so that the GEMM can read and
 // write the output of a single image in place.
 int64_t chunk_length(const DeformGeometry& g) {
-  const int64_t l = chunk_columns(g, kColumnBudget), p = g.positions();
+  const int64_t l = chunk_columns(g, column_budget(kColumnBudget)), p = g.positions();
   return l >= p ? (l / p) * p : l;
 }
 
@@ -97,97 +97,111 @@ void build_samples(const DeformGeometry& g, const Inputs<T>& in, int64_t q0, int
   });
 }
 
-// columns[(c * K + k) * len + l] = masked bilinear sample of channel c.
+// columns[(c * K + k) * len + l] = masked bilinear sample of channel c. Tasks are
+// (block of columns, channel) pairs: a block's samples stay in cache across channels and
+// a channel's plane across kernel points.
 template <typename T>
 void fill_columns(const DeformGeometry& g, const T* input, const BilinearSample<T>* table, int64_t len,
                   T* columns) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
-  at::parallel_for(0, g.rows(), std::max<int64_t>(1, 4096 / len), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t c = r / points, k = r % points;
-      const BilinearSample<T>* s = table + ((c / per_group) * points + k) * len;
+  const int64_t blocks = (len + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks * g.channels, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t c = t % g.channels, l0 = (t / g.channels) * kBlock, count = std::min(kBlock, len - l0);
       const T* src = input + c * plane;
-      T* dst = columns + r * len;
-      for (int64_t l = 0; l < len; ++l) {
-        const T* v = src + s[l].offset;
-        const int64_t dx = s[l].dx, dy = s[l].dy;
-        dst[l] = s[l].w[0] * v[0] + s[l].w[1] * v[dx] + s[l].w[2] * v[dy] + s[l].w[3] * v[dy + dx];
+      for (int64_t k = 0; k < points; ++k) {
+        const BilinearSample<T>* s = table + ((c / per_group) * points + k) * len + l0;
+        T* dst = columns + (c * points + k) * len + l0;
+        for (int64_t i = 0; i < count; ++i) {
+          const T* v = src + s[i].offset;
+          const int64_t dx = s[i].dx, dy = s[i].dy;
+          dst[i] = s[i].w[0] * v[0] + s[i].w[1] * v[dx] + s[i].w[2] * v[dy] + s[i].w[3] * v[dy + dx];
+        }
       }
     }
   });
 }
 
-// grad_input[c] += transpose of the sampling, one thread per set of input channels.
+// grad_input += transpose of the sampling. Each thread owns a range of input channels
+// (no atomics) and walks the chunk block by block.
 template <typename T>
 void scatter_input_grad(const DeformGeometry& g, const T* grad_columns, const BilinearSample<T>* table,
                         int64_t len, T* grad_input) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
-  at::parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      T* dst = grad_input + c * plane;
-      for (int64_t k = 0; k < points; ++k) {
-        const BilinearSample<T>* s = table + ((c / per_group) * points + k) * len;
-        const T* gc = grad_columns + (c * points + k) * len;
-        for (int64_t l = 0; l < len; ++l) {
-          T* v = dst + s[l].offset;
-          const int64_t dx = s[l].dx, dy = s[l].dy;
-          const T grad = gc[l];
-          v[0] += s[l].w[0] * grad;
-          v[dx] += s[l].w[1] * grad;
-          v[dy] += s[l].w[2] * grad;
-          v[dy + dx] += s[l].w[3] * grad;
+  at::parallel_for(0, g.channels, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t l0 = 0; l0 < len; l0 += kBlock) {
+      const int64_t count = std::min(kBlock, len - l0);
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        T* dst = grad_input + c * plane;
+        for (int64_t k = 0; k < points; ++k) {
+          const BilinearSample<T>* s = table + ((c / per_group) * points + k) * len + l0;
+          const T* gc = grad_columns + (c * points + k) * len + l0;
+          for (int64_t i = 0; i < count; ++i) {
+            T* v = dst + s[i].offset;
+            const int64_t dx = s[i].dx, dy = s[i].dy;
+            const T grad = gc[i];
+            v[0] += s[i].w[0] * grad;
+            v[dx] += s[i].w[1] * grad;
+            v[dy] += s[i].w[2] * grad;
+            v[dy + dx] += s[i].w[3] * grad;
+          }
         }
       }
     }
   });
 }
 
-// grad_offset and grad_mask of the chunk. For each sample, corner[j] = sum over the
-// group's channels of grad_column * value at corner j; the gradients are then dot
-// products of these four sums with the weight derivatives (offset) or weights (mask).
+// grad_offset and grad_mask of the chunk, one task per (deformable group, block of
+// columns). For each sample, corner[j] = sum over the group's channels of grad_column *
+// value at corner j; the gradients are dot products of these four sums with the weight
+// derivatives (offset) or the weights (mask).
 template <typename T>
-void offset_mask_grad(const DeformGeometry& g, const Inputs<T>& in, const T* grad_columns, int64_t q0,
-                      int64_t len, T* grad_offset, T* grad_mask) {
+void offset_mask_grad(const DeformGeometry& g, const Inputs<T>& in, const T* grad_columns,
+                      const BilinearSample<T>* table, int64_t q0, int64_t len, T* grad_offset, T* grad_mask) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
   const int64_t positions = g.positions(), blocks = (len + kBlock - 1) / kBlock;
-  at::parallel_for(0, g.deform_groups * points * blocks, 1, [&](int64_t begin, int64_t end) {
-    BilinearSample<T> s[kBlock];
-    T ys[kBlock], xs[kBlock], corner[4][kBlock];
-    int64_t ns[kBlock], ps[kBlock];
+  at::parallel_for(0, g.deform_groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> corner(points * kBlock * 4);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t % blocks, k = (t / blocks) % points, d = t / (blocks * points);
-      const int64_t l0 = b * kBlock, count = std::min(kBlock, len - l0);
-      for (int64_t i = 0; i < count; ++i) {
-        sample_position(g, in, q0 + l0 + i, d, k, ys[i], xs[i], ns[i], ps[i]);
-        s[i] = bilinear_sample(ys[i], xs[i], g.height, g.width);
-        s[i].offset += ns[i] * g.channels * plane;
-        corner[0][i] = corner[1][i] = corner[2][i] = corner[3][i] = T(0);
-      }
+      const int64_t d = t / blocks, l0 = (t % blocks) * kBlock, count = std::min(kBlock, len - l0);
+      std::fill(corner.begin(), corner.end(), T(0));
       for (int64_t c = d * per_group; c < (d + 1) * per_group; ++c) {
         const T* src = in.input + c * plane;
-        const T* gc = grad_columns + (c * points + k) * len + l0;
-        for (int64_t i = 0; i < count; ++i) {
-          const T* v = src + s[i].offset;
-          const int64_t dx = s[i].dx, dy = s[i].dy;
-          corner[0][i] += gc[i] * v[0];
-          corner[1][i] += gc[i] * v[dx];
-          corner[2][i] += gc[i] * v[dy];
-          corner[3][i] += gc[i] * v[dy + dx];
+        for (int64_t k = 0; k < points; ++k) {
+          const BilinearSample<T>* s = table + (d * points + k) * len + l0;
+          const T* gc = grad_columns + (c * points + k) * len + l0;
+          T* acc = corner.data() + k * kBlock * 4;
+          for (int64_t i = 0; i < count; ++i) {
+            const T* v = src + s[i].offset;
+            const int64_t dx = s[i].dx, dy = s[i].dy;
+            const T grad = gc[i];
+            acc[4 * i] += grad * v[0];
+            acc[4 * i + 1] += grad * v[dx];
+            acc[4 * i + 2] += grad * v[dy];
+            acc[4 * i + 3] += grad * v[dy + dx];
+          }
         }
       }
-      for (int64_t i = 0; i < count; ++i) {
-        const BilinearGrad<T> dg = bilinear_grad(ys[i], xs[i], g.height, g.width);
-        T gy = 0, gx = 0, gm = 0;
-        for (int j = 0; j < 4; ++j) {
-          gy += dg.gy[j] * corner[j][i];
-          gx += dg.gx[j] * corner[j][i];
-          gm += s[i].w[j] * corner[j][i];
+      for (int64_t k = 0; k < points; ++k) {
+        for (int64_t i = 0; i < count; ++i) {
+          T y, x;
+          int64_t n, p;
+          sample_position(g, in, q0 + l0 + i, d, k, y, x, n, p);
+          const BilinearSample<T> s = bilinear_sample(y, x, g.height, g.width);
+          const BilinearGrad<T> dg = bilinear_grad(y, x, g.height, g.width);
+          const T* acc = corner.data() + (k * kBlock + i) * 4;
+          T gy = 0, gx = 0, gm = 0;
+          for (int j = 0; j < 4; ++j) {
+            gy += dg.gy[j] * acc[j];
+            gx += dg.gx[j] * acc[j];
+            gm += s.w[j] * acc[j];
+          }
+          const T m = in.mask != nullptr ? in.mask[mask_index(g, n, p, d, k)] : T(1);
+          const int64_t oi = offset_index(g, n, p, d, k);
+          grad_offset[oi] = m * gy;
+          grad_offset[oi + positions] = m * gx;
+          if (grad_mask != nullptr) grad_mask[mask_index(g, n, p, d, k)] = gm;
         }
-        const T m = in.mask != nullptr ? in.mask[mask_index(g, ns[i], ps[i], d, k)] : T(1);
-        const int64_t oi = offset_index(g, ns[i], ps[i], d, k);
-        grad_offset[oi] = m * gy;
-        grad_offset[oi + positions] = m * gx;
-        if (grad_mask != nullptr) grad_mask[mask_index(g, ns[i], ps[i], d, k)] = gm;
       }
     }
   });
@@ -256,7 +270,7 @@ void backward_impl(const DeformGeometry& g, const Inputs<T>& in, const at::Tenso
       gw[gi].addmm_(go_g, cols.narrow(0, gi * rows_per_group, rows_per_group).t());
     }
     scatter_input_grad(g, gcols.data_ptr<T>(), table.data(), len, grad_input.data_ptr<T>());
-    offset_mask_grad(g, in, gcols.data_ptr<T>(), q0, len, grad_offset.data_ptr<T>(), grad_mask_ptr);
+    offset_mask_grad(g, in, gcols.data_ptr<T>(), table.data(), q0, len, grad_offset.data_ptr<T>(), grad_mask_ptr);
   }
 }
 
