@@ -1,5 +1,12 @@
 """Training, checkpoints, evaluation and inference."""
 
+from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
+from .ema import ModelEMA
+from .evaluation import inference_on_dataset
+from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .launch import build_trainer, evaluate, init_distributed, train
+from .optim import WarmupLR, build_optimizer, param_groups
+from .predictor import Predictor
 from .schema import (
     ClipGradConfig,
     DataConfig,
@@ -10,8 +17,30 @@ from .schema import (
     TrainConfig,
     parse_section,
 )
+from .trainer import HookBase, NonFiniteLossError, Trainer
 
 __all__ = [
+    "Trainer",
+    "HookBase",
+    "NonFiniteLossError",
+    "CheckpointHook",
+    "EvalHook",
+    "LoggingHook",
+    "build_trainer",
+    "train",
+    "evaluate",
+    "init_distributed",
+    "inference_on_dataset",
+    "Predictor",
+    "Checkpointer",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_model_weights",
+    "unwrap_model",
+    "ModelEMA",
+    "build_optimizer",
+    "param_groups",
+    "WarmupLR",
     "TrainConfig",
     "OptimizerConfig",
     "SchedulerConfig",
