@@ -33,6 +33,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "dev": ["pytest>=7", "pytest-xdist", "pytest-timeout", "scikit-image>=0.21", "ruff", "ninja"],
     "fast-eval": ["faster-coco-eval>=1.6"],
+    # Peer implementations timed side by side in benchmarks/ (optional).
+    "bench": ["transformers>=4.48"],
 }
 
 
