@@ -37,18 +37,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, runs: int, warmup: int, device: str) -> float:
-    """Median seconds of `runs` calls after `warmup` calls."""
+def _time_pair(fn_a, fn_b, runs: int, warmup: int, device: str) -> tuple[float, float]:
+    """Median seconds of `runs` calls of each function after `warmup` calls; the calls
+    alternate (a, b, a, b, ...) so that a load change on a shared machine hits both."""
     for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
+        fn_a()
+        fn_b()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def build_pair(device: str, num_classes: int = 21):
@@ -89,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with torch.inference_mode():
             same = (run_tv()[0].argmax(0) == run_ours().argmax(0)).float().mean().item()
-            t_tv = _time(run_tv, args.runs, args.warmup, args.device)
-            t_ours = _time(run_ours, args.runs, args.warmup, args.device)
+            t_ours, t_tv = _time_pair(run_ours, run_tv, args.runs, args.warmup, args.device)
         rows.append((size, t_ours, t_tv, same))
         print(f"{size}: densenets {t_ours * 1000:.0f} ms, torchvision {t_tv * 1000:.0f} ms, "
               f"ratio {t_ours / t_tv:.3f}, same argmax {100 * same:.2f}%", flush=True)  # fmt: skip
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     body = [
         "## Segmentation: DeepLabV3-R50-D8 inference latency",
         "",
-        f"{machine()}; device {args.device}; median of {args.runs} runs after {args.warmup} warmup; "
+        f"{machine()}; device {args.device}; median of {args.runs} alternating runs after {args.warmup} warmup; "
         "batch 1, 21 classes, same weights. Command: `python benchmarks/bench_segmentation.py`.",
         "",
         "| input (H x W) | densenets (ms) | torchvision deeplabv3_resnet50 (ms) | ratio | same argmax |",
