@@ -28,7 +28,9 @@ class JSONWriter:
         self._f = open(self.path, "a")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        # NaN/Inf are written as JSON's common extension (NaN, Infinity), which
+        # `json.loads` reads back as floats.
+        self._f.write(json.dumps(dict(record)) + "\n")
         self._f.flush()
 
     def close(self) -> None:
@@ -52,12 +54,6 @@ class TensorboardWriter:
 
     def close(self) -> None:
         self._w.close()
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -110,7 +106,8 @@ def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -
         ax.set_title(key)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        if key.startswith("loss") and min(ys) > 0 and max(ys) / min(ys) > 20:
+        finite = [y for y in ys if math.isfinite(y)]
+        if key.startswith("loss") and finite and min(finite) > 0 and max(finite) / min(finite) > 20:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
