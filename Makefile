@@ -37,7 +37,7 @@ test-slow: install
 	$(PY) -m pytest -m slow $(ARGS)
 
 demo: install
-	$(PY) tools/demo.py --task $(TASK)
+	$(PY) tools/demo.py --task $(TASK) $(ARGS)
 
 lint: install
 	$(PY) -m ruff check densenets tools tests benchmarks datasets
