@@ -18,7 +18,6 @@ Paths are relative to the working directory (the repository root under `make`);
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import math
@@ -32,7 +31,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC_ROOT = Path("datasets/synthetic")
-_STAMP = "generated.json"
 _RUN_MARK = ".demo-run"
 
 
@@ -93,13 +91,9 @@ def _load_tool(name: str) -> Callable[[list[str]], int]:
     return module.main
 
 
-def _generator_digest() -> str:
-    source = (REPO / "densenets" / "data" / "synthetic.py").read_bytes()
-    return hashlib.sha256(source).hexdigest()[:16]
-
-
 def prepare_dataset(task: DemoTask, kwargs: dict[str, Any], root: Path) -> bool:
-    """Generate the dataset into `root` unless an identical one is there.
+    """Generate the dataset into `root` unless the generator already wrote an identical
+    one there (its `generated.json` records the generator, arguments and code version).
 
     Returns:
         True when it was (re)generated, False when the existing one was kept.
@@ -109,9 +103,11 @@ def prepare_dataset(task: DemoTask, kwargs: dict[str, Any], root: Path) -> bool:
     """
     from densenets.data import synthetic
 
-    stamp = {"generator": task.generator, "kwargs": kwargs, "code": _generator_digest()}
-    stamp_file = root / _STAMP
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    stamp_file = root / synthetic.STAMP_FILE
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == synthetic.describe(
+        task.generator, **kwargs
+    ):
         return False
     if root.exists():
         if not stamp_file.is_file():
@@ -119,9 +115,7 @@ def prepare_dataset(task: DemoTask, kwargs: dict[str, Any], root: Path) -> bool:
                 f"{root}: exists but was not made by the generator; move it away or pass --data-root"
             )
         shutil.rmtree(root)
-    make = getattr(synthetic, task.generator)
-    make(root, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    stamp_file.write_text(json.dumps(stamp, indent=2))
+    getattr(synthetic, task.generator)(root, **kwargs)
     return True
 
 

@@ -17,6 +17,8 @@ seed gives byte-identical files, and image `i` does not depend on how many were 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -35,6 +37,8 @@ __all__ = [
     "make_shapes",
     "make_shapes_city",
     "make_sr_set",
+    "STAMP_FILE",
+    "describe",
 ]
 
 SHAPES_CATEGORIES = [
@@ -72,6 +76,25 @@ SR_TRAIN_PHOTOS = (
 SR_VALID_PHOTOS = ("chelsea", "clock", "coins")
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+STAMP_FILE = "generated.json"
+
+
+def describe(generator: str, **kwargs) -> dict:
+    """What `{root}/generated.json` holds after `generator(root, **kwargs)`: the
+    generator's name, every argument (defaults filled in) and a digest of this file, so
+    that an identical dataset can be recognised and kept."""
+    func = {"make_shapes": make_shapes, "make_shapes_city": make_shapes_city, "make_sr_set": make_sr_set}[
+        generator
+    ]
+    bound = inspect.signature(func).bind(None, **kwargs)
+    bound.apply_defaults()
+    args = {k: v for k, v in bound.arguments.items() if k != "root"}
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return json.loads(json.dumps({"generator": generator, "kwargs": args, "code": code}))
+
+
+def _stamp(root: Path, generator: str, kwargs: dict) -> None:
+    (root / STAMP_FILE).write_text(json.dumps(describe(generator, **kwargs), indent=2) + "\n")
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -293,6 +316,9 @@ def make_shapes(
         }
         _write_json(ann_file, coco)
         out[f"{split}_images"], out[f"{split}_ann"] = str(image_dir), str(ann_file)
+    args = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed}
+    args |= {"max_objects": max_objects, "object_size": object_size, "empty_fraction": empty_fraction}
+    _stamp(root, "make_shapes", {**args, "min_visible": min_visible})
     return out
 
 
@@ -480,6 +506,8 @@ def make_shapes_city(
             write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", img)
             write_image(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label)
             write_image(root / "gtFine" / split / city / f"{stem}_gtFine_instanceIds.png", inst)
+    args = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed}
+    _stamp(root, "make_shapes_city", args)
     return {
         "root": str(root),
         "label_ids": dict(CITY_LABEL_IDS),
@@ -574,6 +602,8 @@ def make_sr_set(
         hr = np.ascontiguousarray(_crop_to_multiple(photo[y0 : y0 + ph, x0 : x0 + pw], lcm))
         _write_sr_pair(root, "DIV2K_valid_HR", "DIV2K_valid_LR_bicubic", f"{801 + i:04d}", hr, scales)
         _write_sr_pair(root, "benchmark/Photos/HR", "benchmark/Photos/LR_bicubic", photo_name, hr, scales)
+    args = {"num_train": num_train, "hr_size": hr_size, "scales": scales, "seed": seed}
+    _stamp(root, "make_sr_set", {**args, "valid_max_size": valid_max_size})
     return {
         "root": str(root),
         "train_hr": str(root / "DIV2K_train_HR"),

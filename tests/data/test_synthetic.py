@@ -17,6 +17,8 @@ from densenets.data.synthetic import (
     CITY_LABEL_IDS,
     SR_TRAIN_PHOTOS,
     SR_VALID_PHOTOS,
+    STAMP_FILE,
+    describe,
     make_shapes,
     make_shapes_city,
     make_sr_set,
@@ -124,6 +126,11 @@ def test_shapes_deterministic(tmp_path):
     for name in fd:
         if name.endswith(".png"):
             assert fd[name] == fa[name]
+    # generated.json records the generator and all its arguments, defaults included.
+    stamp = json.loads(fa[STAMP_FILE])
+    assert stamp == describe("make_shapes", num_train=5, num_val=2, image_size=96, seed=3)
+    assert stamp["kwargs"]["max_objects"] == 6 and stamp["generator"] == "make_shapes"
+    assert json.loads(fc[STAMP_FILE]) != stamp
     val = json.loads(fa["annotations/instances_val2017.json"])
     assert [im["id"] for im in val["images"]] == [100001, 100002]
     assert sorted(p.name for p in Path(a["val_images"]).iterdir()) == ["000000100001.png", "000000100002.png"]
