@@ -1,11 +1,18 @@
-"""Convolution followed by a norm and an activation, with frozen norms folded into the conv.
+"""Convolution followed by a norm and an activation, with frozen norms computed cheaply.
 
 A BatchNorm with fixed statistics (`FrozenBatchNorm2d`, or `BatchNorm2d` in eval mode) is
-an affine map per channel, ``y = x * scale + shift``. Applied after a convolution it can
-be folded into it: ``conv(x, W * scale) + shift`` gives the same result up to float
-rounding, in one pass over the activations instead of three. The fold happens at every
-forward from the current weights, so gradients still reach the conv weight (and the norm's
-affine parameters when they train), and state dicts keep the usual separate layout.
+an affine map per channel, ``y = x * scale + shift``. After a convolution it is applied
+in the cheaper of two exact ways (equal up to float rounding):
+
+- folded into the convolution, ``conv(x, W * scale) + shift``: one pass over the weights
+  instead of passes over the activations, when the weights are the smaller tensor
+  (early, high-resolution stages);
+- in place on the convolution's fresh output (``mul_``, ``add_``): no new activation
+  tensors, when the activations are smaller (late stages, small images).
+
+Both are recomputed at every forward from the current weights, so gradients still reach
+the conv weight (and the norm's affine parameters when they train), and state dicts keep
+the usual separate layout.
 """
 
 from __future__ import annotations
@@ -50,11 +57,12 @@ def conv_norm_act(
     activation: nn.Module | None = None,
     fuse: bool = True,
 ) -> torch.Tensor:
-    """``activation(norm(conv(x)))``, folding a frozen norm into a plain `nn.Conv2d`.
+    """``activation(norm(conv(x)))``, with a frozen norm folded or applied in place.
 
     Args:
         x (Tensor[N, C_in, H, W]): input.
-        conv: any convolution module; only a zero-padded `nn.Conv2d` is folded into.
+        conv: any convolution module; only a zero-padded `nn.Conv2d` is folded into
+            (other convs, e.g. deformable ones, get the in-place affine).
         norm: norm layer or None.
         activation: activation module or None.
         fuse: False computes the three steps separately (bit-for-bit the unfused result).
@@ -63,20 +71,33 @@ def conv_norm_act(
         Tensor[N, C_out, H_out, W_out].
     """
     affine = frozen_affine(norm) if fuse and norm is not None else None
-    if affine is not None and type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
+    if affine is None:
+        x = conv(x)
+        if norm is not None:
+            x = norm(x)
+    elif type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and _fold_is_cheaper(conv, x):
         scale, shift = affine
         weight = conv.weight * scale.to(conv.weight.dtype).view(-1, 1, 1, 1)
         bias = shift if conv.bias is None else conv.bias * scale + shift
         x = F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
     else:
-        x = conv(x)
-        if norm is not None:
-            x = norm(x)
+        scale, shift = (t.to(x.dtype).view(1, -1, 1, 1) for t in affine)
+        # The conv output is a fresh tensor its backward does not need: safe to overwrite.
+        x = conv(x).mul_(scale).add_(shift)
     return activation(x) if activation is not None else x
 
 
+def _fold_is_cheaper(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether scaling the weights touches fewer numbers than scaling the output."""
+    n, _, h, w = x.shape
+    size = []
+    for length, k, s, p, d in zip((h, w), conv.kernel_size, conv.stride, conv.padding, conv.dilation):
+        size.append((length + 2 * p - d * (k - 1) - 1) // s + 1)
+    return conv.weight.numel() <= n * conv.out_channels * size[0] * size[1]
+
+
 def get_activation(activation: str | nn.Module | None) -> nn.Module | None:
-    """"relu" | "gelu" | "silu" | "" / None | a module -> a module (ReLU in place) or None."""
+    """Activation by name: "relu" (in place), "gelu", "silu", ""/None (none) or a module as is."""
     if activation is None or isinstance(activation, nn.Module):
         return activation
     table = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "silu": lambda: nn.SiLU(inplace=True)}
