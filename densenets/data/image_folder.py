@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densenets.config import DATASETS
+from densenets.config import DATASETS, TRANSFORMS, build
 
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image
 
@@ -70,8 +70,9 @@ class ImageFolder(Dataset):
     Args:
         path: an image, a folder (recursive) or a glob (`"photos/**/*.jpg"`);
             extensions jpg, jpeg, png, bmp, tif, tiff, webp (any case).
-        transforms: a callable (or list of them, applied in order) on the numpy item
-            (`image` HWC uint8 RGB), as `data.val.transforms`.
+        transforms: a callable on the numpy item (`image` HWC uint8 RGB), a config dict
+            of one (built from `TRANSFORMS`, as `data.val.transforms`), or a list of
+            these, applied in order.
         keep_original: also return the decoded image before transforms.
         input_key: the tensor's key in the item (`image`, or `lr` for super-resolution).
     """
@@ -79,14 +80,17 @@ class ImageFolder(Dataset):
     def __init__(
         self,
         path: str,
-        transforms: Callable | Sequence[Callable] | None = None,
+        transforms: Callable | Mapping | Sequence[Callable | Mapping] | None = None,
         keep_original: bool = False,
         input_key: str = "image",
     ) -> None:
         self.files, self.skipped, self.root = list_images(path)
-        if transforms is not None and not callable(transforms):
-            transforms = list(transforms)
-        self.transforms, self.keep_original, self.input_key = transforms, keep_original, input_key
+        if transforms is None:
+            transforms = []
+        elif callable(transforms) or isinstance(transforms, Mapping):
+            transforms = [transforms]
+        self.transforms = [build(t, TRANSFORMS) if isinstance(t, Mapping) else t for t in transforms]
+        self.keep_original, self.input_key = keep_original, input_key
 
     def __len__(self) -> int:
         return len(self.files)
@@ -106,7 +110,7 @@ class ImageFolder(Dataset):
             return {"file_name": file_name, "rel_path": rel, "error": str(e)}
         item: dict[str, Any] = {"image": image, "file_name": file_name, "rel_path": rel, "image_id": rel}
         item["orig_size"] = tuple(image.shape[:2])
-        for t in self.transforms if isinstance(self.transforms, list) else [self.transforms] if self.transforms else []:
+        for t in self.transforms:
             item = t(item)
         out = np.ascontiguousarray(item.pop("image").transpose(2, 0, 1))
         item[self.input_key] = torch.from_numpy(out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from densenets.config import DATASETS
+from densenets.config import DATASETS, TRANSFORMS, build
 from densenets.data import ImageFolder
 
 
@@ -62,3 +62,13 @@ def test_transforms_input_key_and_original(tree):
     item = ds[0]
     assert "image" not in item and item["lr"].shape == (3, 5, 7)
     assert item["orig_size"] == (10, 14) and item["original"].shape == (10, 14, 3)
+    # Built from a config, the transform is a registered component.
+    TRANSFORMS.register(_Halve)
+    built = build({"type": "ImageFolder", "path": str(root / "x.jpg"), "transforms": {"type": "_Halve"}}, DATASETS)
+    assert built[0]["image"].shape == (3, 5, 7)
+
+
+class _Halve:
+    def __call__(self, item):
+        item["image"] = item["image"][::2, ::2]
+        return item

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from densenets.config import MODELS
+from densenets.config import MODELS, TRANSFORMS
 from densenets.data import read_image, read_label
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,20 @@ def _load_tool(name: str):
 infer = _load_tool("infer")
 
 
+@TRANSFORMS.register()
+class InferHalve:
+    """A test-time transform on the numpy item: keep every second row and column."""
+
+    def __call__(self, item):
+        item["image"] = item["image"][::2, ::2]
+        return item
+
+
 @MODELS.register()
 class InferTinyDetector(nn.Module):
     """Two boxes per image at its original size: the centre half (0.9), the top-left quarter (0.3)."""
+
+    seen_sizes: list = []
 
     def __init__(self, num_classes: int = 2):
         super().__init__()
@@ -42,6 +53,7 @@ class InferTinyDetector(nn.Module):
     def forward(self, batch):
         out = []
         for item in batch:
+            self.seen_sizes.append((tuple(item["image"].shape[1:]), tuple(item["orig_size"])))
             h, w = item["orig_size"]
             boxes = torch.tensor([[w / 4, h / 4, 3 * w / 4, 3 * h / 4], [0, 0, w / 2, h / 2]]) * self.scale
             out.append({"instances": {"boxes": boxes, "scores": torch.tensor([0.9, 0.3]), "labels": torch.tensor([1, 0])}})
@@ -105,8 +117,11 @@ def _make_folder(root: Path) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def _config(path: Path, model: str, **infer_keys) -> Path:
-    cfg = {"model": {"type": model}, "data": {"num_workers": 0, "class_names": ["cat", "dog"]}, "infer": {"batch_size": 3, **infer_keys}}
+def _config(path: Path, model: str, transforms=None, **infer_keys) -> Path:
+    data = {"num_workers": 0, "class_names": ["cat", "dog"]}
+    if transforms:
+        data["val"] = {"type": "ImageFolder", "path": str(path.parent), "transforms": transforms}
+    cfg = {"model": {"type": model}, "data": data, "infer": {"batch_size": 3, **infer_keys}}
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -119,7 +134,10 @@ def folder(tmp_path_factory):
 
 def test_detection_on_a_folder(folder, tmp_path, capsys):
     root, sizes = folder
-    cfg = _config(tmp_path / "det.yaml", "InferTinyDetector", visualizer={"type": "DetectionVisualizer", "score_threshold": 0.5})
+    cfg = _config(
+        tmp_path / "det.yaml", "InferTinyDetector", transforms={"type": "InferHalve"},
+        visualizer={"type": "DetectionVisualizer", "score_threshold": 0.5},
+    )
     weights = tmp_path / "w.pth"
     torch.save({"model": {"scale": torch.tensor(1.0)}}, weights)
     out = tmp_path / "out"
@@ -138,6 +156,8 @@ def test_detection_on_a_folder(folder, tmp_path, capsys):
     assert {r["file_name"] for r in results} == set(sizes)
     r = next(r for r in results if r["file_name"] == "sub/rotated.JPG" and r["score"] == 0.9)
     assert r["bbox"] == [6.0, 8.0, 12.0, 16.0] and r["category_name"] == "dog" and r["category_id"] == 1
+    # The model saw the test-time transform's output; predictions are at the file's size.
+    assert ((12, 16), (24, 32)) in InferTinyDetector.seen_sizes and ((16, 12), (32, 24)) in InferTinyDetector.seen_sizes
 
 
 def test_segmentation_writes_label_pngs_at_original_size(folder, tmp_path, capsys):
