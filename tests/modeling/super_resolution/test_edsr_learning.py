@@ -48,33 +48,40 @@ def test_tiny_edsr_overfits_patches_past_bicubic():
     for y, x in [(40, 180), (200, 260), (300, 100), (120, 330)]:  # face, suit, flag, background
         hr = photo[y : y + 48, x : x + 48]
         items.append({"lr": _chw(imresize(hr, 0.5)), "hr": _chw(hr)})
-    model = _edsr(blocks=2, channels=32)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    before, bicubic = _psnr(model, items, 2)
-    for _ in range(300):
-        loss = model(items)["loss_l1"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after, _ = _psnr(model, items, 2)
+    model = _edsr(blocks=2, channels=16)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small gain nothing from more, and lose on a busy machine
+    try:
+        before, bicubic = _psnr(model, items, 2)
+        for _ in range(300):
+            loss = model(items)["loss_l1"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        after, _ = _psnr(model, items, 2)
+    finally:
+        torch.set_num_threads(threads)
+    # Measured: bicubic 34.97 dB, the model 13.9 dB before and 36.2 dB after training.
     assert after > bicubic + 0.5, (before, after, bicubic)
 
 
 @pytest.mark.slow
 def test_edsr_baseline_beats_bicubic_on_held_out_photos(tmp_path):
-    """EDSR-baseline with 4 of its 16 blocks, x2, 48 x 48 LR patches of 10 photos."""
+    """EDSR-baseline (64 channels) with 4 of its 16 blocks, x2, batches of 8 random
+    24 x 24 LR patches from 20 crops of 10 photos; held out: 3 other photos."""
     torch.manual_seed(0)
     np.random.seed(0)
     make_sr_set(tmp_path, num_train=20, hr_size=192, scales=(2,), valid_max_size=240)
     train = DIV2K(tmp_path, scale=2, repeat=100, cache=True,
-                  transforms=[{"type": "SRRandomCrop", "patch_size": 32}, {"type": "SRRandomFlipRotate"}])
+                  transforms=[{"type": "SRRandomCrop", "patch_size": 24}, {"type": "SRRandomFlipRotate"}])
     held_out = [DIV2K(tmp_path, split="valid", scale=2)[i] for i in range(3)]  # chelsea, clock, coins
     model = _edsr(blocks=4, channels=64)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    for _ in range(1500):
-        batch = [train[int(i)] for i in rng.integers(0, len(train), 16)]
+    for _ in range(1000):
+        batch = [train[int(i)] for i in rng.integers(0, len(train), 8)]
         loss = model(batch)["loss_l1"]
         opt.zero_grad()
         loss.backward()
