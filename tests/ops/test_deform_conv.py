@@ -72,10 +72,10 @@ def test_matches_torchvision_float32_random_configs():
 
 
 @pytest.mark.parametrize("mask", [False, True], ids=["v1", "v2"])
-@pytest.mark.parametrize("cfg", CONFIGS[:2] + CONFIGS[3:], ids=[IDS[0], IDS[1], IDS[3]])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_gradcheck(cfg, mask):
     n, c_in, c_out, h, w, kernel, stride, pad, dil, groups, dg = cfg
-    small = (1, c_in, c_out, min(h, 6), min(w, 6), kernel, stride, pad, dil, groups, dg)
+    small = (1, c_in, c_out, min(h, 5), min(w, 6), kernel, stride, pad, dil, groups, dg)
     tensors, params = make_inputs(small, mask=mask, offset_scale=1.5, seed=5)
     names = [k for k, v in tensors.items() if v is not None]
 
@@ -83,7 +83,9 @@ def test_gradcheck(cfg, mask):
         t = dict(zip(names, args))
         return deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], mask=t.get("mask"), **params)
 
-    assert torch.autograd.gradcheck(fn, tuple(tensors[k] for k in names), eps=1e-6, atol=1e-5)
+    # The full Jacobian for the plain 3x3 layer; random projections of it for the others.
+    fast = cfg is not CONFIGS[0]
+    assert torch.autograd.gradcheck(fn, tuple(tensors[k] for k in names), eps=1e-6, atol=1e-5, fast_mode=fast)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
@@ -127,9 +129,9 @@ def test_non_contiguous_inputs():
     assert_all_close(run(deform_conv2d, strided, params), want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("budget", ["1000", "200000"], ids=["chunk-splits-images", "chunk-of-images"])
+@pytest.mark.parametrize("budget", ["4000", "200000"], ids=["chunk-splits-images", "chunk-of-images"])
 def test_chunking_and_prime_batch(monkeypatch, budget):
-    # A small column budget forces chunks that split images (1000) or hold several (200000).
+    # A small column budget forces chunks that split images (4000) or hold several (200000).
     cfg = (37, 8, 4, 9, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2, 2)
     tensors, params = make_inputs(cfg, dtype=torch.float64, offset_scale=3.0, seed=2)
     monkeypatch.setenv("DENSENETS_DEFORM_CONV_BUDGET", budget)

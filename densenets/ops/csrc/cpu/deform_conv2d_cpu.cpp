@@ -27,6 +27,12 @@ namespace {
 constexpr int64_t kColumnBudget = int64_t(1) << 24;
 // Columns per block: a block's samples (K * kBlock table entries) stay in cache.
 constexpr int64_t kBlock = 128;
+// Samples a parallel task should at least process: smaller layers run on one thread,
+// where waking the others would cost more than it saves.
+constexpr int64_t kMinTaskSamples = int64_t(1) << 15;
+
+// Grain size (tasks per chunk of work) for tasks of `samples` samples each.
+int64_t grain_for(int64_t samples) { return std::max<int64_t>(1, kMinTaskSamples / std::max<int64_t>(1, samples)); }
 
 // Chunk length: whole images when a few fit the budget, so that the GEMM can read and
 // write the output of a single image in place.
@@ -105,7 +111,7 @@ void fill_columns(const DeformGeometry& g, const T* input, const BilinearSample<
                   T* columns) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
   const int64_t blocks = (len + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks * g.channels, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks * g.channels, grain_for(points * kBlock), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t c = t % g.channels, l0 = (t / g.channels) * kBlock, count = std::min(kBlock, len - l0);
       const T* src = input + c * plane;
@@ -128,7 +134,7 @@ template <typename T>
 void scatter_input_grad(const DeformGeometry& g, const T* grad_columns, const BilinearSample<T>* table,
                         int64_t len, T* grad_input) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
-  at::parallel_for(0, g.channels, 1, [&](int64_t c_begin, int64_t c_end) {
+  at::parallel_for(0, g.channels, grain_for(points * len), [&](int64_t c_begin, int64_t c_end) {
     for (int64_t l0 = 0; l0 < len; l0 += kBlock) {
       const int64_t count = std::min(kBlock, len - l0);
       for (int64_t c = c_begin; c < c_end; ++c) {
@@ -160,7 +166,8 @@ void offset_mask_grad(const DeformGeometry& g, const Inputs<T>& in, const T* gra
                       const BilinearSample<T>* table, int64_t q0, int64_t len, T* grad_offset, T* grad_mask) {
   const int64_t points = g.points(), per_group = g.channels / g.deform_groups, plane = g.plane();
   const int64_t positions = g.positions(), blocks = (len + kBlock - 1) / kBlock;
-  at::parallel_for(0, g.deform_groups * blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_for(per_group * points * kBlock);
+  at::parallel_for(0, g.deform_groups * blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<T> corner(points * kBlock * 4);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t d = t / blocks, l0 = (t % blocks) * kBlock, count = std::min(kBlock, len - l0);
