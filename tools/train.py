@@ -18,6 +18,7 @@ from densenets.config import ConfigError, load_config
 from densenets.engine.checkpoint import CheckpointError
 from densenets.engine.launch import train
 from densenets.engine.trainer import NonFiniteLossError
+from densenets.utils import comm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,13 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         output = args.output or str(Path("runs") / Path(args.config).stem)
         trainer = train(cfg, output, device=args.device, resume=args.resume)
+        main_process = comm.is_main_process()
     except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, NonFiniteLossError) else 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    print(f"done: {trainer.iter} iterations, run directory {output}")
+    if main_process:
+        print(f"done: {trainer.iter} iterations, run directory {output}")
     return 0
 
 

@@ -70,9 +70,12 @@ class LoggingHook(HookBase):
     def write(self, record: Mapping[str, Any]) -> None:
         for w in self._writers:
             w.write(record)
-        if self.enabled and any("/" in k for k in record):
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if "/" in k and isinstance(v, float))
-            logger.info("iteration %d: %s", record.get("iter", 0), shown)
+        metrics = [(k, v) for k, v in record.items() if "/" in k and isinstance(v, float)]
+        if self.enabled and metrics:
+            # The first few on the console (per-class metrics can be many); all in the files.
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics[:8])
+            more = f" (+{len(metrics) - 8} more in metrics.jsonl)" if len(metrics) > 8 else ""
+            logger.info("iteration %d: %s%s", record.get("iter", 0), shown, more)
 
     def after_train(self) -> None:
         if self.enabled and self.plot:

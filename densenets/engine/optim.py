@@ -116,6 +116,19 @@ class WarmupLR(LRScheduler):
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 
+    _CONFIG_KEYS = ("kind", "steps", "gamma", "power", "min_factor", "max_iter", "warmup_iters", "warmup_factor",
+                    "warmup_method")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the position (iteration, base LRs) but keep this run's schedule, so a
+        run resumed with a longer `max_iter` or new `steps` follows its config."""
+        keep = {k: getattr(self, k) for k in self._CONFIG_KEYS}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(keep)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
 
 def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, max_iter: int) -> WarmupLR:
     return WarmupLR(optimizer, cfg, max_iter)

@@ -120,3 +120,16 @@ def test_clip_by_norm_and_by_value():
     assert clip_gradients(params, ClipGradConfig(type="value", max=1.0)) is None
     assert params[0].grad.tolist() == [1.0, -0.5, -1.0]
     assert clip_gradients(params, None) is None
+
+
+def test_resumed_schedule_follows_the_new_config():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    short = WarmupLR(opt, SchedulerConfig(type="PolyLR", power=1.0), max_iter=10)
+    for _ in range(6):
+        opt.step()
+        short.step()
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    longer = WarmupLR(opt2, SchedulerConfig(type="PolyLR", power=1.0), max_iter=20)
+    longer.load_state_dict(short.state_dict())
+    assert longer.last_epoch == 6 and longer.max_iter == 20
+    assert opt2.param_groups[0]["lr"] == pytest.approx(BASE * (1 - 6 / 20))
