@@ -59,6 +59,8 @@ def _ours(name: str, item: dict, repeat: int, device: torch.device) -> tuple[flo
     cfg = load_config(ROOT / "configs" / "detection" / CONFIGS[name], ["model.backbone.weights=null"])
     model = build(cfg.model, MODELS).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{name} densenets: {trainable / 1e6:.2f}M trainable parameters", flush=True)
 
     def infer():
         model.eval()
@@ -92,6 +94,11 @@ def _peer(name: str, item: dict, repeat: int, device: torch.device) -> tuple[flo
         model = hf.DetrForObjectDetection(hf.DetrConfig(**common))
     else:
         model = hf.DabDetrForObjectDetection(hf.DabDetrConfig(**common, dropout=0.0))
+    # transformers' non-timm backbone path freezes the whole ResNet (its name filter looks
+    # for "stage.1" in "stages.1..."); train res3..res5 as the recipe (and densenets) do.
+    for name, p in model.named_parameters():
+        if ".backbone." in name and any(f".stages.{i}." in name for i in (1, 2, 3)):
+            p.requires_grad_(True)
     model.to(device)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
@@ -103,6 +110,8 @@ def _peer(name: str, item: dict, repeat: int, device: torch.device) -> tuple[flo
                           (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h], 1)  # fmt: skip
     labels = [{"class_labels": item["instances"]["labels"].to(device), "boxes": cxcywh.to(device)}]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{name} transformers: {trainable / 1e6:.2f}M trainable parameters", flush=True)
 
     def infer():
         model.eval()
