@@ -54,7 +54,11 @@ def build_models(device: str, variants: tuple[str, ...] = VARIANTS) -> dict[str,
     for name, channels_last in (("densenets", False), ("densenets channels_last", True)):
         if name not in variants:
             continue
-        overrides = ["model.backbone.weights=null", "model.roi_heads.num_classes=80", f"+model.backbone.channels_last={channels_last}"]
+        overrides = [
+            "model.backbone.weights=null",
+            "model.roi_heads.num_classes=80",
+            f"+model.backbone.channels_last={channels_last}",
+        ]
         cfg = load_config(CONFIG, overrides)
         ours = build(cfg.model, MODELS)
         ours.load_state_dict(state)
@@ -81,7 +85,10 @@ def run_once(name: str, model: torch.nn.Module, optim, batch: list[dict], train:
     start = time.perf_counter()
     if name == "torchvision":
         images = [b["image"].to(device).float() / 255 for b in batch]
-        targets = [{"boxes": b["instances"]["boxes"].to(device), "labels": b["instances"]["labels"].to(device) + 1} for b in batch]
+        targets = [
+            {"boxes": b["instances"]["boxes"].to(device), "labels": b["instances"]["labels"].to(device) + 1}
+            for b in batch
+        ]
         if train:
             loss = sum(model(images, targets).values())
         else:
@@ -144,7 +151,9 @@ def _memory_child(variant: str, mode: str, device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")

@@ -80,7 +80,9 @@ class COCODetection(Dataset):
         if filter_empty:
             ids = [i for i in ids if len(self._annotations(i)[0])]
         self.ids = ids
-        self.aspect_ratios: list[float] = [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in ids]
+        self.aspect_ratios: list[float] = [
+            self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in ids
+        ]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -48,7 +48,9 @@ class ResizeShortestEdge(A.DualTransform):
         super().__init__(p=p)
         self.short_edge = [short_edge] if isinstance(short_edge, int) else [int(s) for s in short_edge]
         if sample_style not in ("choice", "range"):
-            raise ValueError(f"ResizeShortestEdge: sample_style must be choice or range, got {sample_style!r}")
+            raise ValueError(
+                f"ResizeShortestEdge: sample_style must be choice or range, got {sample_style!r}"
+            )
         if sample_style == "range" and len(self.short_edge) != 2:
             raise ValueError(f"ResizeShortestEdge: range needs [min, max], got {self.short_edge}")
         self.max_size = max_size

@@ -57,7 +57,9 @@ def coco_box_ap(
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     else:
-        raise ValueError(f"COCOEvaluator: engine must be auto, pycocotools or faster_coco_eval, got {engine!r}")
+        raise ValueError(
+            f"COCOEvaluator: engine must be auto, pycocotools or faster_coco_eval, got {engine!r}"
+        )
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
         coco_gt = COCO()
@@ -90,10 +92,18 @@ class COCOEvaluator(DatasetEvaluator):
         per_category: also report ``bbox/AP-<class>``.
     """
 
-    def __init__(self, dataset: Any, output_dir: str | os.PathLike | None = None, engine: str = "auto", per_category: bool = True):
+    def __init__(
+        self,
+        dataset: Any,
+        output_dir: str | os.PathLike | None = None,
+        engine: str = "auto",
+        per_category: bool = True,
+    ):
         for attr in ("coco", "label_to_category_id"):
             if not hasattr(dataset, attr):
-                raise ValueError(f"COCOEvaluator: dataset {type(dataset).__name__} has no {attr!r} (use COCODetection)")
+                raise ValueError(
+                    f"COCOEvaluator: dataset {type(dataset).__name__} has no {attr!r} (use COCODetection)"
+                )
         self.dataset = dataset
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.engine = engine

@@ -20,11 +20,39 @@ def coco_root(tmp_path):
         write_image(images / name, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
     anns = [
         {"id": 1, "image_id": 1, "category_id": 5, "bbox": [10, 20, 30, 40], "iscrowd": 0, "area": 1200},
-        {"id": 2, "image_id": 1, "category_id": 90, "bbox": [180, 90, 50, 50], "iscrowd": 0, "area": 2500},  # clipped
-        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "iscrowd": 1, "area": 10000},  # crowd
-        {"id": 4, "image_id": 2, "category_id": 1, "bbox": [5, 5, 0, 10], "iscrowd": 0, "area": 0},  # degenerate
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 90,
+            "bbox": [180, 90, 50, 50],
+            "iscrowd": 0,
+            "area": 2500,
+        },  # clipped
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [0, 0, 100, 100],
+            "iscrowd": 1,
+            "area": 10000,
+        },  # crowd
+        {
+            "id": 4,
+            "image_id": 2,
+            "category_id": 1,
+            "bbox": [5, 5, 0, 10],
+            "iscrowd": 0,
+            "area": 0,
+        },  # degenerate
         {"id": 5, "image_id": 3, "category_id": 90, "bbox": [1, 2, 3, 4], "iscrowd": 0, "area": 12},
-        {"id": 6, "image_id": 4, "category_id": 5, "bbox": [0, 0, 40, 40], "iscrowd": 1, "area": 1600},  # crowd only
+        {
+            "id": 6,
+            "image_id": 4,
+            "category_id": 5,
+            "bbox": [0, 0, 40, 40],
+            "iscrowd": 1,
+            "area": 1600,
+        },  # crowd only
     ]
     cats = [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 5, "name": "airplane"}]
     data = {
@@ -53,7 +81,15 @@ def test_items_labels_crowd_and_clipping(coco_root):
 
 
 def test_filter_empty_drops_images_without_usable_boxes(coco_root):
-    ds = build({"type": "COCODetection", "root": str(coco_root[0]), "ann_file": str(coco_root[1]), "filter_empty": True}, DATASETS)
+    ds = build(
+        {
+            "type": "COCODetection",
+            "root": str(coco_root[0]),
+            "ann_file": str(coco_root[1]),
+            "filter_empty": True,
+        },
+        DATASETS,
+    )
     assert ds.ids == [1, 3]  # image 2: only a degenerate box; image 4: only a crowd box
     assert len(ds.aspect_ratios) == 2
 
@@ -76,7 +112,12 @@ def test_transform_multiscale_choice_and_image_pixels():
     image[:, :20] = 255
     sizes = set()
     for _ in range(20):
-        item = t({"image": image.copy(), "instances": {"boxes": np.array([[0, 0, 20, 20.0]]), "labels": np.array([0])}})
+        item = t(
+            {
+                "image": image.copy(),
+                "instances": {"boxes": np.array([[0, 0, 20, 20.0]]), "labels": np.array([0])},
+            }
+        )
         sizes.add(item["image"].shape[:2])
         s = item["image"].shape[0] / 20
         np.testing.assert_allclose(item["instances"]["boxes"], [[0, 0, 20 * s, 20 * s]], rtol=1e-5)

@@ -39,13 +39,17 @@ def _map(state_dict: Mapping[str, Any], rules: dict[str, str], source: str) -> d
     for pattern, template in rules.items():
         hits = [k for k in state_dict if re.fullmatch(pattern, k)]
         if not hits:
-            raise KeyError(f"{source}: no checkpoint key matches {pattern!r}; is this a Faster R-CNN (FPN) checkpoint?")
+            raise KeyError(
+                f"{source}: no checkpoint key matches {pattern!r}; is this a Faster R-CNN (FPN) checkpoint?"
+            )
         for key in hits:
             out[re.sub(pattern, template, key)] = _tensor(state_dict[key])
     return out
 
 
-def _check_all_used(state_dict: Mapping[str, Any], used: set[str], source: str, ignore: tuple[str, ...] = ()) -> None:
+def _check_all_used(
+    state_dict: Mapping[str, Any], used: set[str], source: str, ignore: tuple[str, ...] = ()
+) -> None:
     left = [k for k in state_dict if k not in used and not k.startswith(ignore)]
     if left:
         raise KeyError(f"{source}: no rule maps checkpoint keys {left[:5]}{' ...' if len(left) > 5 else ''}")
@@ -73,7 +77,9 @@ def torchvision_faster_rcnn_to_densenets(state_dict: Mapping[str, torch.Tensor])
         box = _tensor(state_dict[f"roi_heads.box_predictor.bbox_pred.{name}"])
         out[f"roi_heads.box_predictor.cls_score.{name}"] = torch.cat((cls[1:], cls[:1]))  # background last
         out[f"roi_heads.box_predictor.bbox_pred.{name}"] = box[4:].clone()  # no background deltas
-    used = {k for k in state_dict if k.startswith(("backbone.body.", "backbone.fpn.", "rpn.", "roi_heads.box_"))}
+    used = {
+        k for k in state_dict if k.startswith(("backbone.body.", "backbone.fpn.", "rpn.", "roi_heads.box_"))
+    }
     _check_all_used(state_dict, used, source)
     return out
 
@@ -107,7 +113,9 @@ def convert_torchvision_faster_rcnn(obj: Any) -> dict[str, torch.Tensor]:
     prefix = find_prefix(sd, "rpn.head.cls_logits.weight")
     if prefix is None:
         raise KeyError("torchvision-faster-rcnn: no 'rpn.head.cls_logits.weight'; is this the right format?")
-    return torchvision_faster_rcnn_to_densenets({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
+    return torchvision_faster_rcnn_to_densenets(
+        {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    )
 
 
 @register_converter("detectron2-faster-rcnn")
@@ -115,5 +123,7 @@ def convert_detectron2_faster_rcnn(obj: Any) -> dict[str, torch.Tensor]:
     """A detectron2 model-zoo Faster R-CNN (``model_final_*.pkl``, ``{"model": {...}}``) -> ours."""
     sd = unwrap_state_dict(obj)
     if "proposal_generator.rpn_head.conv.weight" not in sd:
-        raise KeyError("detectron2-faster-rcnn: no 'proposal_generator.rpn_head.conv.weight'; is this the right format?")
+        raise KeyError(
+            "detectron2-faster-rcnn: no 'proposal_generator.rpn_head.conv.weight'; is this the right format?"
+        )
     return detectron2_faster_rcnn_to_densenets(sd)

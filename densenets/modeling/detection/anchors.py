@@ -79,7 +79,9 @@ class AnchorGenerator(nn.Module):
         self._cache = {}
         return super()._apply(fn, recurse)
 
-    def forward(self, grid_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int]) -> list[torch.Tensor]:
+    def forward(
+        self, grid_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int]
+    ) -> list[torch.Tensor]:
         """Anchors of every level for one (padded) image size; the same for each image.
 
         Args:
@@ -97,7 +99,9 @@ class AnchorGenerator(nn.Module):
             self._cache[key] = [self._grid_anchors(i, gs, image_size) for i, gs in enumerate(grid_sizes)]
         return self._cache[key]
 
-    def _grid_anchors(self, level: int, grid_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    def _grid_anchors(
+        self, level: int, grid_size: tuple[int, int], image_size: tuple[int, int]
+    ) -> torch.Tensor:
         cell = getattr(self, f"cell_anchors_{level}")
         h, w = grid_size
         if self.strides_from_image_size:

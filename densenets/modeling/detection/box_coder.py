@@ -25,7 +25,9 @@ class BoxCoder:
         scale_clamp: upper bound on decoded dw, dh (after dividing by the weights).
     """
 
-    def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = _DEFAULT_SCALE_CLAMP):
+    def __init__(
+        self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = _DEFAULT_SCALE_CLAMP
+    ):
         if len(weights) != 4:
             raise ValueError(f"BoxCoder: weights must have 4 values, got {list(weights)}")
         self.weights = tuple(float(w) for w in weights)
@@ -80,7 +82,9 @@ class BoxCoder:
         pred_ctr_y = dy * heights + ctr_y
         half_w = 0.5 * (torch.exp(dw) * widths)
         half_h = 0.5 * (torch.exp(dh) * heights)
-        out = torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2)
+        out = torch.stack(
+            (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2
+        )
         return out.reshape(deltas.shape)  # (R, K*4)
 
     def __repr__(self) -> str:

@@ -49,8 +49,12 @@ class FasterRCNN(nn.Module):
         self.roi_heads = roi_heads
         self.input_format = input_format
         self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0) or 0)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False
+        )
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> FasterRCNN:
@@ -116,7 +120,10 @@ class FasterRCNN(nn.Module):
         return targets
 
     def postprocess(
-        self, detections: list[dict[str, torch.Tensor]], batch: list[dict[str, Any]], image_sizes: list[tuple[int, int]]
+        self,
+        detections: list[dict[str, torch.Tensor]],
+        batch: list[dict[str, Any]],
+        image_sizes: list[tuple[int, int]],
     ) -> list[dict[str, Any]]:
         """Scale boxes from the input image's size to ``orig_size`` and clip them there."""
         results = []

@@ -13,7 +13,12 @@ __all__ = ["ROIPooler", "assign_boxes_to_levels"]
 
 
 def assign_boxes_to_levels(
-    boxes: torch.Tensor, min_level: int, max_level: int, canonical_box_size: float, canonical_level: int, eps: float
+    boxes: torch.Tensor,
+    min_level: int,
+    max_level: int,
+    canonical_box_size: float,
+    canonical_level: int,
+    eps: float,
 ) -> torch.Tensor:
     """FPN's level rule (Lin et al., 2017, eq. 1): ``k = floor(k0 + log2(sqrt(area) / 224))``.
 

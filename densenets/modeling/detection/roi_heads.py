@@ -39,7 +39,11 @@ class FastRCNNConvFCHead(nn.Module):
     """
 
     def __init__(
-        self, input_shape: ShapeSpec, conv_dims: Sequence[int] = (), fc_dims: Sequence[int] = (1024, 1024), norm: str = ""
+        self,
+        input_shape: ShapeSpec,
+        conv_dims: Sequence[int] = (),
+        fc_dims: Sequence[int] = (1024, 1024),
+        norm: str = "",
     ) -> None:
         super().__init__()
         channels, side = input_shape.channels, input_shape.stride
@@ -206,7 +210,9 @@ class StandardRoIHeads(nn.Module):
     ) -> None:
         super().__init__()
         if box_predictor.num_classes != num_classes:
-            raise ValueError(f"StandardRoIHeads: num_classes {num_classes} != predictor's {box_predictor.num_classes}")
+            raise ValueError(
+                f"StandardRoIHeads: num_classes {num_classes} != predictor's {box_predictor.num_classes}"
+            )
         self.num_classes = num_classes
         self.in_features = list(in_features)
         self.pooler = pooler
@@ -221,15 +227,25 @@ class StandardRoIHeads(nn.Module):
         in_features = list(cfg.get("in_features", ["p2", "p3", "p4", "p5"]))
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}")
+            raise ValueError(
+                f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}"
+            )
         pooler = _make(
-            ROIPooler, cfg.get("pooler"), _child_path(cfg, "pooler"), strides=[input_shape[f].stride for f in in_features]
+            ROIPooler,
+            cfg.get("pooler"),
+            _child_path(cfg, "pooler"),
+            strides=[input_shape[f].stride for f in in_features],
         )
         pooled = ShapeSpec(channels=input_shape[in_features[0]].channels, stride=pooler.output_size[0])
-        box_head = _make(FastRCNNConvFCHead, cfg.get("box_head"), _child_path(cfg, "box_head"), input_shape=pooled)
+        box_head = _make(
+            FastRCNNConvFCHead, cfg.get("box_head"), _child_path(cfg, "box_head"), input_shape=pooled
+        )
         predictor_cfg = dict(cfg.get("box_predictor") or {})
         box_coder = _make(
-            BoxCoder, predictor_cfg.pop("box_coder", None), _child_path(cfg, "box_predictor.box_coder"), weights=[10, 10, 5, 5]
+            BoxCoder,
+            predictor_cfg.pop("box_coder", None),
+            _child_path(cfg, "box_predictor.box_coder"),
+            weights=[10, 10, 5, 5],
         )
         box_predictor = _make(
             FastRCNNOutputLayers,

@@ -103,7 +103,9 @@ class RPN(nn.Module):
     ) -> None:
         super().__init__()
         if loss_normalizer not in ("batch_size", "num_sampled"):
-            raise ValueError(f"RPN: loss_normalizer must be batch_size or num_sampled, got {loss_normalizer!r}")
+            raise ValueError(
+                f"RPN: loss_normalizer must be batch_size or num_sampled, got {loss_normalizer!r}"
+            )
         self.in_features = list(in_features)
         self.head = head
         self.anchor_generator = anchor_generator
@@ -122,7 +124,9 @@ class RPN(nn.Module):
         in_features = list(cfg.get("in_features", ["p2", "p3", "p4", "p5", "p6"]))
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}")
+            raise ValueError(
+                f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}"
+            )
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
             raise ValueError(f"{_child_path(cfg, 'in_features')}: levels have different channels {channels}")
@@ -134,12 +138,18 @@ class RPN(nn.Module):
             strides=[input_shape[f].stride for f in in_features],
         )
         if len(set(anchor_generator.num_anchors)) != 1:
-            raise ValueError(f"{_child_path(cfg, 'anchor_generator')}: every level needs the same number of anchors")
+            raise ValueError(
+                f"{_child_path(cfg, 'anchor_generator')}: every level needs the same number of anchors"
+            )
         kwargs = {k: v for k, v in cfg.items() if k not in ("type", "in_features", "anchor_generator")}
         kwargs["head"] = RPNHead(channels.pop(), anchor_generator.num_anchors[0])
         kwargs["box_coder"] = _make(BoxCoder, cfg.get("box_coder"), _child_path(cfg, "box_coder"))
         kwargs["matcher"] = _make(
-            Matcher, cfg.get("matcher"), _child_path(cfg, "matcher"), thresholds=[0.3, 0.7], allow_low_quality_matches=True
+            Matcher,
+            cfg.get("matcher"),
+            _child_path(cfg, "matcher"),
+            thresholds=[0.3, 0.7],
+            allow_low_quality_matches=True,
         )
         kwargs["sampler"] = _make(
             BalancedPositiveNegativeSampler,
@@ -174,7 +184,8 @@ class RPN(nn.Module):
         n = len(images)
         logits = [x.permute(0, 2, 3, 1).reshape(n, -1) for x in logits]  # (N, H*W*A), anchor-minor
         deltas = [  # (N, H*W*A, 4)
-            x.view(n, -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).reshape(n, -1, 4) for x in deltas
+            x.view(n, -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+            for x in deltas
         ]
         proposals, scores = self.find_top_proposals(anchors, logits, deltas, images.image_sizes)
         losses = {}

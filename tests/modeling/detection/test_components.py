@@ -9,7 +9,13 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAncho
 from torchvision.models.detection.image_list import ImageList as TVImageList
 from torchvision.ops import MultiScaleRoIAlign
 
-from densenets.modeling.detection import AnchorGenerator, BalancedPositiveNegativeSampler, BoxCoder, Matcher, ROIPooler
+from densenets.modeling.detection import (
+    AnchorGenerator,
+    BalancedPositiveNegativeSampler,
+    BoxCoder,
+    Matcher,
+    ROIPooler,
+)
 
 
 def _random_boxes(n: int, generator: torch.Generator, size: float = 500.0) -> torch.Tensor:
@@ -59,7 +65,11 @@ def test_anchors_hand_computed():
     (anchors,) = gen([(1, 2)], (16, 32))
     w_half = math.sqrt(32**2 / 0.5) / 2  # ratio 0.5: wide, 45.25 x 22.63
     expected_cell = torch.tensor(
-        [[-w_half, -w_half * 0.5, w_half, w_half * 0.5], [-16.0, -16.0, 16.0, 16.0], [-w_half / 2, -w_half, w_half / 2, w_half]]
+        [
+            [-w_half, -w_half * 0.5, w_half, w_half * 0.5],
+            [-16.0, -16.0, 16.0, 16.0],
+            [-w_half / 2, -w_half, w_half / 2, w_half],
+        ]
     )
     assert anchors.shape == (6, 4)  # (1 x 2 cells) x 3 anchors, cell-major
     torch.testing.assert_close(anchors[:3], expected_cell)
@@ -146,7 +156,9 @@ def test_pooler_level_assignment():
     feats = [torch.zeros(1, 1, 512 // s, 512 // s) for s in (4, 8, 16, 32)]
     for level, s in enumerate(feats):
         s.fill_(level)
-    boxes = torch.tensor([[0, 0, 20, 20], [0, 0, 112, 112], [0, 0, 224, 224], [0, 0, 500, 500.0], [0, 0, 111, 111]])
+    boxes = torch.tensor(
+        [[0, 0, 20, 20], [0, 0, 112, 112], [0, 0, 224, 224], [0, 0, 500, 500.0], [0, 0, 111, 111]]
+    )
     out = pooler(feats, [boxes])
     # sqrt(area) 224 -> level 4 (index 2); 112 -> level 3; 111 -> level 2; clamped at both ends
     assert out[:, 0, 3, 3].tolist() == [0.0, 1.0, 2.0, 3.0, 0.0]

@@ -23,7 +23,12 @@ from densenets.evaluation import COCOEvaluator
 
 MODEL = {
     "type": "FasterRCNN",
-    "backbone": {"type": "ResNet", "depth": 18, "norm": "BN", "out_features": ["res2", "res3", "res4", "res5"]},
+    "backbone": {
+        "type": "ResNet",
+        "depth": 18,
+        "norm": "BN",
+        "out_features": ["res2", "res3", "res4", "res5"],
+    },
     "neck": {"type": "FPN", "out_channels": 128},
     "rpn": {
         "type": "RPN",
@@ -46,9 +51,21 @@ def train_and_evaluate(root: Path, seed: int = 0) -> tuple[float, float]:
     """Returns (AP50 in percent, minutes)."""
     start = time.perf_counter()
     paths = make_shapes(root, num_train=300, num_val=60, image_size=320, seed=seed)
-    train_tf = {"type": "DetectionTransform", "min_size": 320, "max_size": 320, "flip_prob": 0.5, "seed": seed}
-    train_set = COCODetection(paths["train_images"], paths["train_ann"], transforms=train_tf, filter_empty=True)
-    val_set = COCODetection(paths["val_images"], paths["val_ann"], transforms={"type": "DetectionTransform", "min_size": 320, "max_size": 320})
+    train_tf = {
+        "type": "DetectionTransform",
+        "min_size": 320,
+        "max_size": 320,
+        "flip_prob": 0.5,
+        "seed": seed,
+    }
+    train_set = COCODetection(
+        paths["train_images"], paths["train_ann"], transforms=train_tf, filter_empty=True
+    )
+    val_set = COCODetection(
+        paths["val_images"],
+        paths["val_ann"],
+        transforms={"type": "DetectionTransform", "min_size": 320, "max_size": 320},
+    )
     torch.manual_seed(seed)
     model = build(ConfigNode(copy.deepcopy(MODEL), "model"), MODELS).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -88,5 +105,7 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as tmp:
         ap, minutes = train_and_evaluate(Path(tmp) / "shapes")
-    print(f"AP50 {ap:.1f} after {ITERATIONS} iterations of {BATCH} images, {minutes:.1f} min on {torch.get_num_threads()} threads")
+    print(
+        f"AP50 {ap:.1f} after {ITERATIONS} iterations of {BATCH} images, {minutes:.1f} min on {torch.get_num_threads()} threads"
+    )
     sys.exit(0 if ap >= TARGET_AP50 else 1)

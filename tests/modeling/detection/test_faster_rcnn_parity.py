@@ -62,7 +62,9 @@ def models(image):
     _randomise_batchnorm(tv, torch.Generator().manual_seed(1))
     _spread_scores(tv, torch.Generator().manual_seed(2))
     tv.eval()
-    cfg = load_config(CONFIG, ["model.backbone.weights=null", "model.roi_heads.box_predictor.score_thresh=0.0"])
+    cfg = load_config(
+        CONFIG, ["model.backbone.weights=null", "model.roi_heads.box_predictor.score_thresh=0.0"]
+    )
     ours = build(cfg.model, MODELS)
     ours.load_state_dict(convert("torchvision-faster-rcnn", tv.state_dict()))
     ours.eval()
@@ -116,7 +118,9 @@ def _assert_same_detections(ours: dict, theirs: dict, label_offset: int) -> None
 def test_training_losses_match_torchvision(models, image):
     tv, ours = models
     h, w = image.shape[1:]
-    boxes = torch.tensor([[0.02, 0.05, 0.4, 0.95], [0.5, 0.25, 0.98, 0.75], [0.7, 0.1, 0.8, 0.22]]) * torch.tensor([w, h, w, h])
+    boxes = torch.tensor(
+        [[0.02, 0.05, 0.4, 0.95], [0.5, 0.25, 0.98, 0.75], [0.7, 0.1, 0.8, 0.22]]
+    ) * torch.tensor([w, h, w, h])
     labels = torch.tensor([46, 0, 61])  # our labels; torchvision's are one more
     tv.train()
     ours.train()

@@ -65,10 +65,19 @@ def test_matches_raw_pycocotools(tmp_path, engine):
         xyxy = torch.cat((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), 1)
         scores = torch.tensor([d[1] for d in dets])
         labels = torch.tensor([d[2] for d in dets], dtype=torch.int64)
-        evaluator.process([{"image_id": image_id}], [{"instances": {"boxes": xyxy, "scores": scores, "labels": labels}}])
+        evaluator.process(
+            [{"image_id": image_id}], [{"instances": {"boxes": xyxy, "scores": scores, "labels": labels}}]
+        )
         for box, score, label in zip(xyxy.tolist(), scores.tolist(), labels.tolist()):
             x1, y1, x2, y2 = box
-            results.append({"image_id": image_id, "category_id": CATEGORY_IDS[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": CATEGORY_IDS[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
     metrics = evaluator.evaluate()
 
     raw = _raw_pycocotools(ann_file, results)
@@ -87,7 +96,13 @@ def test_no_predictions_and_reset(tmp_path):
     ann_file = tmp_path / "instances.json"
     ann_file.write_text(json.dumps(gt))
     evaluator = COCOEvaluator(dataset=COCODetection(tmp_path, ann_file), engine="pycocotools")
-    empty = {"instances": {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}}
+    empty = {
+        "instances": {
+            "boxes": torch.zeros(0, 4),
+            "scores": torch.zeros(0),
+            "labels": torch.zeros(0, dtype=torch.int64),
+        }
+    }
     evaluator.process([{"image_id": 1}], [empty])
     assert evaluator.evaluate()["bbox/AP"] == 0.0
     evaluator.reset()
