@@ -50,7 +50,10 @@ _TORCHVISION: list[Rule] = [
     (r"bn1\.(\w+)", lambda m: f"stem.norm1.{m[1]}"),
     (r"layer(\d)\.(\d+)\.conv(\d)\.weight", lambda m: f"{_stage(m)}.{m[2]}.conv{m[3]}.weight"),
     # mmdetection's DCN ResNets: torchvision names plus the offset predictor.
-    (r"layer(\d)\.(\d+)\.conv2\.conv_offset\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.conv2.conv_offset.{m[3]}"),
+    (
+        r"layer(\d)\.(\d+)\.conv2\.conv_offset\.(\w+)",
+        lambda m: f"{_stage(m)}.{m[2]}.conv2.conv_offset.{m[3]}",
+    ),
     (r"layer(\d)\.(\d+)\.bn(\d)\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.norm{m[3]}.{m[4]}"),
     (r"layer(\d)\.(\d+)\.downsample\.0\.weight", lambda m: f"{_stage(m)}.{m[2]}.shortcut.conv.weight"),
     (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", lambda m: f"{_stage(m)}.{m[2]}.shortcut.norm.{m[3]}"),
@@ -138,7 +141,9 @@ def timm_resnet_to_densenets(
 ) -> dict[str, torch.Tensor]:
     """timm ResNet keys -> ours; handles the deep stem and ResNet-D shortcuts (resnet50d)."""
     deep = f"{src_prefix}conv1.0.weight" in state_dict
-    avg_down = any(re.fullmatch(rf"{re.escape(src_prefix)}layer\d\.\d+\.downsample\.2\.weight", k) for k in state_dict)
+    avg_down = any(
+        re.fullmatch(rf"{re.escape(src_prefix)}layer\d\.\d+\.downsample\.2\.weight", k) for k in state_dict
+    )
     # The first matching rule wins, so the timm-specific ones go before torchvision's.
     rules = (_TIMM_DEEP_STEM if deep else []) + (_TIMM_AVG_DOWN if avg_down else []) + _TORCHVISION
     return _rename(state_dict, rules, src_prefix, dst_prefix, "timm ResNet")

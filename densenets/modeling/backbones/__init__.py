@@ -1,6 +1,6 @@
 """Backbones. Importing this package registers them in BACKBONES."""
 
-from . import edsr  # noqa: F401
+from . import edsr, resnet  # noqa: F401
 from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
 from .weights import load_weights, resolve_weights
 

@@ -100,7 +100,9 @@ def _torchvision_url(spec: str) -> tuple[str, str]:
         raise ValueError(f"weights: torchvision://{spec}: unknown torchvision model {model!r}") from e
     entry = entry or "IMAGENET1K_V1"
     if entry not in enum.__members__:
-        raise ValueError(f"weights: torchvision://{spec}: no entry {entry!r} (one of {', '.join(enum.__members__)})")
+        raise ValueError(
+            f"weights: torchvision://{spec}: no entry {entry!r} (one of {', '.join(enum.__members__)})"
+        )
     url = enum[entry].url
     return url, url.rsplit("/", 1)[-1]
 
@@ -116,19 +118,26 @@ def resolve_weights(weights: str) -> tuple[dict[str, torch.Tensor], str]:
     """
     if weights.startswith("torchvision://"):
         url, name = _torchvision_url(weights[len("torchvision://") :])
-        obj, fmt = torch.load(_hub_file(url, name), map_location="cpu", weights_only=True), "torchvision-resnet"
+        obj, fmt = (
+            torch.load(_hub_file(url, name), map_location="cpu", weights_only=True),
+            "torchvision-resnet",
+        )
     elif weights.startswith("detectron2://"):
         rel = weights[len("detectron2://") :]
         obj, fmt = read_checkpoint(_hub_file(DETECTRON2_URL + rel, f"detectron2/{rel}")), "detectron2"
     elif "://" in weights:
-        raise ValueError(f"weights: unknown source {weights!r} (a path, torchvision://... or detectron2://...)")
+        raise ValueError(
+            f"weights: unknown source {weights!r} (a path, torchvision://... or detectron2://...)"
+        )
     else:
         obj = read_checkpoint(weights)
         fmt = detect_format(obj)
     return (_ours(obj) if fmt == "densenets" else convert(fmt, obj)), fmt
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[list, list]:
+def load_state_dict_checked(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> tuple[list, list]:
     """Load `state_dict` non-strictly: shape mismatches are errors, missing and unexpected
     keys are logged.
 
@@ -148,10 +157,14 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Ten
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing:
-        logger.warning("weights %s: %d keys missing from the checkpoint: %s", source, len(missing), ", ".join(missing))
+        logger.warning(
+            "weights %s: %d keys missing from the checkpoint: %s", source, len(missing), ", ".join(missing)
+        )
     if result.unexpected_keys:
         unexpected = result.unexpected_keys
-        logger.warning("weights %s: %d checkpoint keys unused: %s", source, len(unexpected), ", ".join(unexpected))
+        logger.warning(
+            "weights %s: %d checkpoint keys unused: %s", source, len(unexpected), ", ".join(unexpected)
+        )
     logger.info("weights %s: loaded %d tensors", source, len(state_dict) - len(result.unexpected_keys))
     return missing, list(result.unexpected_keys)
 

@@ -92,7 +92,9 @@ class FPN(nn.Module):
         self.in_features = list(in_features)
         missing = [f for f in self.in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"in_features: {missing[0]!r} is not a backbone output (have {', '.join(input_shape)})")
+            raise ValueError(
+                f"in_features: {missing[0]!r} is not a backbone output (have {', '.join(input_shape)})"
+            )
         strides = [input_shape[f].stride for f in self.in_features]
         for s0, s1 in zip(strides, strides[1:]):
             if s1 != 2 * s0:
@@ -107,9 +109,13 @@ class FPN(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.top_block = _build_top_block(top_block, top_block_in, self.in_features[-1], input_shape, out_channels)
+        self.top_block = _build_top_block(
+            top_block, top_block_in, self.in_features[-1], input_shape, out_channels
+        )
         extra = self.top_block.num_levels if self.top_block is not None else 0
-        self._out_features = [f"p{k}" for k in self.levels + list(range(self.levels[-1] + 1, self.levels[-1] + 1 + extra))]
+        self._out_features = [
+            f"p{k}" for k in self.levels + list(range(self.levels[-1] + 1, self.levels[-1] + 1 + extra))
+        ]
         self._out_shapes = {f: ShapeSpec(out_channels, 2 ** int(f[1:])) for f in self._out_features}
         self.size_divisibility = strides[-1]
 
