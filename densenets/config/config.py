@@ -173,10 +173,10 @@ def _strip_delete(d: Any) -> Any:
 def _schema_for(node: Mapping, path: str):
     """The class whose signature lists `node`'s valid keys, if any."""
     if "type" in node and isinstance(node["type"], str):
-        return find_component(node["type"])
-    if path in SECTION_SCHEMAS:
-        return SECTION_SCHEMAS[path]
-    return None
+        component = find_component(node["type"])
+        if component is not None:
+            return component
+    return SECTION_SCHEMAS.get(path)
 
 
 def _check_new_key(node: Mapping, key: str, path: str) -> None:
