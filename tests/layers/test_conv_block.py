@@ -49,7 +49,9 @@ def test_training_batchnorm_is_not_folded_and_eval_batchnorm_is():
 
 
 def test_conv_norm_act_block_layout_and_defaults():
-    block = ConvNormAct(8, 16, 3, stride=2, dilation=2, norm={"type": "GN", "num_groups": 4}, activation="relu")
+    block = ConvNormAct(
+        8, 16, 3, stride=2, dilation=2, norm={"type": "GN", "num_groups": 4}, activation="relu"
+    )
     assert sorted(block.state_dict()) == ["conv.weight", "norm.bias", "norm.weight"]
     assert block.conv.padding == (2, 2) and isinstance(block.act, nn.ReLU)
     assert block(torch.randn(1, 8, 16, 16)).shape == (1, 16, 8, 8)
