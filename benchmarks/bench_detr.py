@@ -96,8 +96,8 @@ def _peer(name: str, item: dict, repeat: int, device: torch.device) -> tuple[flo
         model = hf.DabDetrForObjectDetection(hf.DabDetrConfig(**common, dropout=0.0))
     # transformers' non-timm backbone path freezes the whole ResNet (its name filter looks
     # for "stage.1" in "stages.1..."); train res3..res5 as the recipe (and densenets) do.
-    for name, p in model.named_parameters():
-        if ".backbone." in name and any(f".stages.{i}." in name for i in (1, 2, 3)):
+    for key, p in model.named_parameters():
+        if ".backbone." in key and any(f".stages.{i}." in key for i in (1, 2, 3)):
             p.requires_grad_(True)
     model.to(device)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)

@@ -70,6 +70,7 @@ def test_small_dab_detr_learns_synthetic_shapes(tmp_path):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         opt.step()
     metrics = evaluate(model, val)
-    # Measured: AP50 0.82 (AP 0.19) after 1000 steps, against 0.10 untrained: the model has
-    # started to localise, far from converged (DETR-style detectors need long schedules).
+    # Measured once (docs/detr.md): AP50 0.82 (AP 0.19) after these 1000 steps. That is the
+    # start of learning, not convergence: DETR-style detectors need far longer schedules
+    # than a CPU test allows, and this threshold only guards against a broken pipeline.
     assert metrics["bbox/AP50"] > 0.4, metrics
