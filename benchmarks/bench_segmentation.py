@@ -37,12 +37,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time_pair(fn_a, fn_b, runs: int, warmup: int, device: str) -> tuple[float, float]:
-    """Median seconds of `runs` calls of each function after `warmup` calls; the calls
-    alternate (a, b, a, b, ...) so that a load change on a shared machine hits both."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
+def _time_pair(fn_a, fn_b, runs: int, device: str) -> tuple[float, float]:
+    """Median seconds of `runs` calls of each function; the calls alternate
+    (a, b, a, b, ...) so that a load change on a shared machine hits both."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
         for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
@@ -68,11 +65,25 @@ def build_pair(device: str, num_classes: int = 21):
     return tv.eval().to(device), ours.eval().to(device)
 
 
+def _table(rows: list, args: argparse.Namespace) -> str:
+    body = [
+        "## Segmentation: DeepLabV3-R50-D8 inference latency",
+        "",
+        f"{machine()}; device {args.device}; median of {args.runs} alternating runs after one untimed "
+        "call each; batch 1, 21 classes, same weights. Command: "
+        f"`python benchmarks/bench_segmentation.py --sizes {' '.join(args.sizes)} --runs {args.runs}`.",
+        "",
+        "| input (H x W) | densenets (ms) | torchvision deeplabv3_resnet50 (ms) | ratio | same argmax |",
+        "|---|---|---|---|---|",
+    ]
+    body += [f"| {s} | {a * 1000:.0f} | {b * 1000:.0f} | {a / b:.3f} | {100 * m:.2f}% |" for s, a, b, m in rows]
+    return "\n".join(body)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--sizes", nargs="+", default=["1024x2048", "512x1024"], help="HxW")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -91,26 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             return ours([{"image": image}])[0]["sem_seg"]
 
         with torch.inference_mode():
+            # the first call of each (untimed) warms up and checks that both agree
             same = (run_tv()[0].argmax(0) == run_ours().argmax(0)).float().mean().item()
-            t_ours, t_tv = _time_pair(run_ours, run_tv, args.runs, args.warmup, args.device)
+            t_ours, t_tv = _time_pair(run_ours, run_tv, args.runs, args.device)
         rows.append((size, t_ours, t_tv, same))
+        if not args.no_write:
+            write_section("segmentation", _table(rows, args))
         print(f"{size}: densenets {t_ours * 1000:.0f} ms, torchvision {t_tv * 1000:.0f} ms, "
               f"ratio {t_ours / t_tv:.3f}, same argmax {100 * same:.2f}%", flush=True)  # fmt: skip
 
-    body = [
-        "## Segmentation: DeepLabV3-R50-D8 inference latency",
-        "",
-        f"{machine()}; device {args.device}; median of {args.runs} alternating runs after {args.warmup} warmup; "
-        "batch 1, 21 classes, same weights. Command: `python benchmarks/bench_segmentation.py`.",
-        "",
-        "| input (H x W) | densenets (ms) | torchvision deeplabv3_resnet50 (ms) | ratio | same argmax |",
-        "|---|---|---|---|---|",
-    ]
-    body += [f"| {s} | {a * 1000:.0f} | {b * 1000:.0f} | {a / b:.3f} | {100 * m:.2f}% |" for s, a, b, m in rows]
-    text = "\n".join(body)
-    print(text)
-    if not args.no_write:
-        write_section("segmentation", text)
+    print(_table(rows, args))
     return 0
 
 
