@@ -33,8 +33,4 @@ def convert(name: str, obj: Any) -> dict:
     return CONVERTERS[name](obj)
 
 # Converters register themselves on import.
-from . import detection  # noqa: E402, F401
-from . import detr  # noqa: E402, F401
-from . import edsr  # noqa: E402, F401
-from . import resnet  # noqa: E402, F401
-from . import segmentation  # noqa: E402, F401
+from . import detection, detr, edsr, resnet, segmentation  # noqa: E402, F401
