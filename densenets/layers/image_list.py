@@ -42,6 +42,33 @@ class ImageList:
         return mask
 
     @staticmethod
+    def from_uint8(
+        images: Sequence[torch.Tensor],
+        pixel_mean: torch.Tensor,
+        pixel_std: torch.Tensor,
+        input_format: str = "RGB",
+        size_divisibility: int = 0,
+    ) -> ImageList:
+        """Normalise uint8 RGB images the way a model's weights expect, then pad.
+
+        Args:
+            images: uint8 Tensor[3, H, W] RGB each (any device).
+            pixel_mean, pixel_std (Tensor[3, 1, 1]): on the model's device, in
+                `input_format` channel order.
+            input_format: "RGB", or "BGR" for weights trained on BGR input.
+            size_divisibility: pad height and width up to a multiple of this.
+        """
+        out = []
+        for image in images:
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"image must be a [3, H, W] tensor, got {list(image.shape)}")
+            image = image.to(pixel_mean.device, non_blocking=True)
+            if input_format == "BGR":
+                image = image.flip(0)
+            out.append((image.float() - pixel_mean) / pixel_std)
+        return ImageList.from_tensors(out, size_divisibility)
+
+    @staticmethod
     def from_tensors(
         tensors: Sequence[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0
     ) -> ImageList:

@@ -133,13 +133,8 @@ class DETR(nn.Module):
 
     def preprocess(self, batch: Batch) -> ImageList:
         """uint8 CHW images -> normalised float images padded at the bottom/right."""
-        images = []
-        for item in batch:
-            x = item["image"].to(self.device, non_blocking=True)
-            if self.input_format == "BGR":
-                x = x.flip(0)
-            images.append((x.float() - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images)
+        images = [item["image"] for item in batch]
+        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format)
 
     def features(self, images: ImageList) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected backbone features (B, D, h, w) and their padding mask (B, h, w), True = pad."""

@@ -94,15 +94,8 @@ class FasterRCNN(nn.Module):
 
     def preprocess(self, batch: list[dict[str, Any]]) -> ImageList:
         """uint8 RGB images -> normalised float batch, padded to `size_divisibility`."""
-        images = []
-        for item in batch:
-            image = item["image"].to(self.device, non_blocking=True)
-            if image.ndim != 3 or image.shape[0] != 3:
-                raise ValueError(f"FasterRCNN: image must be a [3, H, W] tensor, got {list(image.shape)}")
-            if self.input_format == "BGR":
-                image = image.flip(0)
-            images.append((image.float() - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        images = [item["image"] for item in batch]
+        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility)
 
     def targets(self, batch: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
         """Training targets on the model's device; crowd boxes (if marked) left out."""

@@ -153,13 +153,8 @@ class EncoderDecoder(nn.Module):
 
     def preprocess(self, batch: list[dict]) -> ImageList:
         """Normalise each image and pad the batch to `size_divisibility` (pads are 0)."""
-        images = []
-        for item in batch:
-            image = item["image"].to(self.device, non_blocking=True).float()
-            if self.input_format == "BGR":
-                image = image.flip(0)
-            images.append((image - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        images = [item["image"] for item in batch]
+        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility)
 
     def prepare_targets(self, batch: list[dict], images: ImageList) -> torch.Tensor:
         """int64 Tensor[N, H, W]: the labels padded like the images, with ignore."""
