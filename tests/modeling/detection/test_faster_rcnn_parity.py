@@ -62,8 +62,15 @@ def models(image):
     _randomise_batchnorm(tv, torch.Generator().manual_seed(1))
     _spread_scores(tv, torch.Generator().manual_seed(2))
     tv.eval()
+    # NCHW like torchvision: channels-last convolutions round differently, which can
+    # swap near-tied proposals at the top-k boundary of a full-size image.
     cfg = load_config(
-        CONFIG, ["model.backbone.weights=null", "model.roi_heads.box_predictor.score_thresh=0.0"]
+        CONFIG,
+        [
+            "model.backbone.weights=null",
+            "model.roi_heads.box_predictor.score_thresh=0.0",
+            "model.backbone.channels_last=false",
+        ],
     )
     ours = build(cfg.model, MODELS)
     ours.load_state_dict(convert("torchvision-faster-rcnn", tv.state_dict()))
