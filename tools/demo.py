@@ -189,9 +189,10 @@ def _report(
     rows = [
         ("metrics (JSON lines)", output / "metrics.jsonl"),
         ("loss and metric curves", output / "metrics.png"),
-        ("evaluation outputs", output / "eval"),
         ("weights", _weights(output)),
     ]
+    if (output / "eval").exists():  # evaluators that write files (COCO results, per-image SR metrics)
+        rows.insert(2, ("evaluation outputs", output / "eval"))
     rows += [(name, infer / rel) for name, rel in task.outputs.items()]
     lines.append("files:")
     lines += [f"  {name:<34} {path}{'' if path.exists() else '  (missing)'}" for name, path in rows]
