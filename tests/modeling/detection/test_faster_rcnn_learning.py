@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-# Measured with this recipe (see docs/demo.md): the held-out AP50 the run must reach,
-# a few points under what it reached so that thread-count noise does not fail it.
+# Measured with this recipe: AP50 60.0 (AP 44.1) in 9.2 min on two cores (docs/demo.md).
+# The test asks for less, so that thread-count and platform noise do not fail it.
 TARGET_AP50 = 45.0
 
 
 def _demo():
     spec = importlib.util.spec_from_file_location("_demo_for_learning_test", REPO / "tools" / "demo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
