@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class LoggingHook(HookBase):
         self.enabled = comm.is_main_process()
         self._writers: list[Any] = []
         self._bar: tqdm | None = None
+        self._start = (time.perf_counter(), 0)
 
     def before_train(self) -> None:
         if not self.enabled:
@@ -49,6 +51,7 @@ class LoggingHook(HookBase):
             self._writers.append(TensorboardWriter(self.output_dir / "tb"))
         t = self.trainer
         self._bar = tqdm(total=t.max_iter, initial=t.iter, desc="train", dynamic_ncols=True, smoothing=0.1)
+        self._start = (time.perf_counter(), t.iter)
 
     def after_step(self) -> None:
         if not self.enabled:
@@ -62,9 +65,12 @@ class LoggingHook(HookBase):
             self._bar.update(1)
         if t.iter % self.period == 0 or t.iter == t.max_iter:
             record = {"iter": t.iter, **latest}
-            rate = self._bar.format_dict.get("rate") if self._bar is not None else None
-            if rate:
-                record["eta_seconds"] = (t.max_iter - t.iter) / rate
+            # Mean rate since this run (or resume) started; tqdm's own rate is None until
+            # its first display refresh, which fast iterations can outrun.
+            start_time, start_iter = self._start
+            elapsed, done = time.perf_counter() - start_time, t.iter - start_iter
+            if done > 0 and elapsed > 0:
+                record["eta_seconds"] = (t.max_iter - t.iter) * elapsed / done
             self.write(record)
 
     def write(self, record: Mapping[str, Any]) -> None:
