@@ -67,6 +67,24 @@ inline Sample<T> bilinear(T y, T x, int64_t height, int64_t width) {
   return s;
 }
 
+// A RoI's top-left corner and size in feature-map pixels, as torchvision computes them.
+template <typename T>
+struct RoiBox {
+  T start_h, start_w, height, width;
+};
+
+template <typename T>
+inline RoiBox<T> roi_box(const T* b, T scale, bool aligned) {
+  const T shift = aligned ? T(0.5) : T(0);
+  const T start_w = b[1] * scale - shift, start_h = b[2] * scale - shift;
+  T roi_w = b[3] * scale - shift - start_w, roi_h = b[4] * scale - shift - start_h;
+  if (!aligned) {
+    roi_w = std::max(roi_w, T(1));
+    roi_h = std::max(roi_h, T(1));
+  }
+  return {start_h, start_w, roi_h, roi_w};
+}
+
 // Per-RoI geometry and the table of all its samples, bins in row-major order and the
 // grid_h x grid_w samples of a bin consecutive.
 template <typename T>
@@ -76,35 +94,26 @@ void build_table(const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
   const int64_t num_rois = rois.size(0);
   TORCH_CHECK(height * width <= INT32_MAX, "roi_align: feature maps of over 2^31 pixels are not supported");
   const T* r = rois.data_ptr<T>();
-  const T scale = static_cast<T>(spatial_scale), shift = aligned ? T(0.5) : T(0);
+  const T scale = static_cast<T>(spatial_scale);
   geo.resize(num_rois);
   int64_t total = 0;
   for (int64_t i = 0; i < num_rois; ++i) {
     const T* b = r + i * 5;
-    T roi_w = b[3] * scale - shift - (b[1] * scale - shift), roi_h = b[4] * scale - shift - (b[2] * scale - shift);
-    if (!aligned) {
-      roi_w = std::max(roi_w, T(1));
-      roi_h = std::max(roi_h, T(1));
-    }
+    const RoiBox<T> box = roi_box(b, scale, aligned);
     const int64_t image = static_cast<int64_t>(b[0]);
     TORCH_CHECK(image >= 0 && image < batch, "roi_align: RoI ", i, " has batch index ", image,
                 " but the input holds ", batch, " images");
-    const int64_t gh = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(roi_h / pooled_h));
-    const int64_t gw = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(roi_w / pooled_w));
+    const int64_t gh = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(box.height / pooled_h));
+    const int64_t gw = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(box.width / pooled_w));
     geo[i] = {image, total, gh, gw};
     total += pooled_h * pooled_w * gh * gw;
   }
   table.resize(total);
   at::parallel_for(0, num_rois, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const T* b = r + i * 5;
-      const T start_w = b[1] * scale - shift, start_h = b[2] * scale - shift;
-      T roi_w = b[3] * scale - shift - start_w, roi_h = b[4] * scale - shift - start_h;
-      if (!aligned) {
-        roi_w = std::max(roi_w, T(1));
-        roi_h = std::max(roi_h, T(1));
-      }
-      const T bin_h = roi_h / static_cast<T>(pooled_h), bin_w = roi_w / static_cast<T>(pooled_w);
+      const RoiBox<T> box = roi_box(r + i * 5, scale, aligned);
+      const T start_h = box.start_h, start_w = box.start_w;
+      const T bin_h = box.height / static_cast<T>(pooled_h), bin_w = box.width / static_cast<T>(pooled_w);
       const RoiGeometry& g = geo[i];
       Sample<T>* s = table.data() + g.begin;
       for (int64_t ph = 0; ph < pooled_h; ++ph)
@@ -120,12 +129,17 @@ void build_table(const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
   });
 }
 
-// Channels per parallel block: their planes fit in 256 KiB of L2 (measured best on a 2 MiB-L2 Xeon), and every thread gets
-// at least one block.
-int64_t channel_block(int64_t channels, int64_t plane_bytes) {
+// Runs f(c0, c1) in parallel over blocks of channels [c0, c1) whose planes fit in
+// 256 KiB of L2 (measured best on a 2 MiB-L2 Xeon), every thread getting at least one
+// block: the NCHW forward and backward both iterate this way.
+template <typename F>
+void parallel_over_channel_blocks(int64_t channels, int64_t plane_bytes, const F& f) {
   const int64_t fit = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(plane_bytes, 1));
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return std::max<int64_t>(1, std::min(fit, (channels + threads - 1) / threads));
+  const int64_t block = std::max<int64_t>(1, std::min(fit, (channels + threads - 1) / threads));
+  at::parallel_for(0, (channels + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
+    f(b0 * block, std::min(channels, b1 * block));
+  });
 }
 
 void check_args(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w) {
@@ -225,9 +239,7 @@ at::Tensor roi_align_cpu(const at::Tensor& input_, const at::Tensor& rois_, doub
       roi_align_forward_nhwc<scalar_t>(in, out, geo, table, channels, height, width, bins);
       return;
     }
-    const int64_t block = channel_block(channels, plane * int64_t(sizeof(scalar_t)));
-    at::parallel_for(0, (channels + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
-      const int64_t c0 = b0 * block, c1 = std::min(channels, b1 * block);
+    parallel_over_channel_blocks(channels, plane * int64_t(sizeof(scalar_t)), [&](int64_t c0, int64_t c1) {
       for (int64_t i = 0; i < num_rois; ++i) {
         const RoiGeometry& g = geo[i];
         const int64_t per_bin = g.grid_h * g.grid_w;
@@ -276,9 +288,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_, const at::Tensor& roi
       return;
     }
     const int64_t plane = height * width;
-    const int64_t block = channel_block(channels, plane * int64_t(sizeof(scalar_t)));
-    at::parallel_for(0, (channels + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
-      const int64_t c0 = b0 * block, c1 = std::min(channels, b1 * block);
+    parallel_over_channel_blocks(channels, plane * int64_t(sizeof(scalar_t)), [&](int64_t c0, int64_t c1) {
       for (int64_t i = 0; i < num_rois; ++i) {
         const RoiGeometry& g = geo[i];
         const int64_t per_bin = g.grid_h * g.grid_w;
