@@ -57,14 +57,23 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
+def _fusable(groups: list[dict]) -> bool:
+    """Whether torch's fused optimiser kernels take these parameters."""
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> Optimizer:
-    """SGD or AdamW over `param_groups(model, cfg)`."""
+    """SGD or AdamW over `param_groups(model, cfg)`, fused unless `cfg.fused` is False."""
     groups = param_groups(model, cfg)
     if not groups:
         raise ValueError("the model has no trainable parameters")
+    fused = _fusable(groups) if cfg.fused is None else cfg.fused
+    kernel = {"fused": True} if fused else {}
     if cfg.type == "SGD":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **kernel)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **kernel)
 
 
 def clip_gradients(params: list[nn.Parameter], cfg: ClipGradConfig | None) -> float | None:

@@ -108,6 +108,31 @@ def test_optimizers_get_their_options():
     adamw = build_optimizer(_Net(), OptimizerConfig(type="AdamW", betas=[0.8, 0.9], eps=1e-6))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.9)
     assert adamw.param_groups[0]["weight_decay"] == 1e-4
+    assert sgd.defaults["fused"] and adamw.defaults["fused"]  # CPU float parameters: fused by default
+    assert not build_optimizer(_Net(), OptimizerConfig(fused=False)).defaults["fused"]
+
+
+@pytest.mark.parametrize("kind", ["SGD", "AdamW"])
+def test_fused_optimizer_takes_the_per_tensor_steps(kind):
+    # Every parameter gets a real gradient (no bias before a BatchNorm: Adam would turn
+    # its rounding-noise gradient into full-size steps).
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+
+    nets = [net(), net()]
+    cfg = {"type": kind, "lr": 0.05, "weight_decay": 1e-2, "norm_weight_decay": 0.0}
+    opts = [build_optimizer(n, OptimizerConfig(**cfg, fused=f)) for n, f in zip(nets, (False, True))]
+    start = nets[0][0].weight.detach().clone()
+    x = torch.randn(4, 3, 8, 8)
+    for _ in range(5):
+        for model, opt in zip(nets, opts):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # float32 rounding; steps are lr = 0.05
+    assert (nets[0][0].weight - start).abs().max() > 1e-2  # the steps did move the weights
 
 
 def test_clip_by_norm_and_by_value():
