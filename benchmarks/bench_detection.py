@@ -11,8 +11,10 @@ RoIAlign sampling ratio 2, 2000/1000 proposals, ...). Measured on one process:
 * training step: two such images with 8 boxes each, forward + backward + SGD step.
 
 The models run alternately and the median of the repeats is reported; peak memory is
-the peak resident set size of a separate process running two iterations of one model
-(CUDA: peak allocated memory).
+the peak resident set size (``VmHWM``) of a separate process that builds only the
+measured model and runs two iterations of it (CUDA: peak allocated memory). Not
+``ru_maxrss``: Linux carries that high-water mark over ``fork``/``exec``, so a child
+started by a parent holding three models would report the parent's peak.
 
     python benchmarks/bench_detection.py [--repeats 5] [--device cpu] [--no-write]
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,12 +46,20 @@ SIZE = (800, 1067)
 VARIANTS = ("torchvision", "densenets", "densenets channels_last")
 
 
-def build_models(device: str, variants: tuple[str, ...] = VARIANTS) -> dict[str, torch.nn.Module]:
+def build_models(
+    device: str, variants: tuple[str, ...] = VARIANTS, same_weights: bool = True
+) -> dict[str, torch.nn.Module]:
+    """The models of `variants`; ours get torchvision's weights unless `same_weights` is off
+    (the memory child, which must not hold a second model)."""
     torch.manual_seed(0)
-    resnet = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
-    tv = TVFasterRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=81, min_size=SIZE[0], max_size=1333)
-    state = convert("torchvision-faster-rcnn", tv.state_dict())
-    models = {"torchvision": tv}
+    models, state = {}, None
+    if "torchvision" in variants or same_weights:
+        resnet = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
+        tv = TVFasterRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=81, min_size=SIZE[0], max_size=1333)
+        state = convert("torchvision-faster-rcnn", tv.state_dict()) if same_weights else None
+        if "torchvision" in variants:
+            models["torchvision"] = tv
+        del tv, resnet
     for name, channels_last in (("densenets", False), ("densenets channels_last", True)):
         if name not in variants:
             continue
@@ -61,7 +70,8 @@ def build_models(device: str, variants: tuple[str, ...] = VARIANTS) -> dict[str,
         ]
         cfg = load_config(CONFIG, overrides)
         ours = build(cfg.model, MODELS)
-        ours.load_state_dict(state)
+        if state is not None:
+            ours.load_state_dict(state)
         models[name] = ours
     return {k: m.to(device) for k, m in models.items() if k in variants}
 
@@ -135,8 +145,16 @@ def peak_memory(variant: str, train: bool, device: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def _vm_hwm_mib() -> float:
+    """This process's peak resident set size in MiB (Linux `/proc/self/status`)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("VmHWM not found in /proc/self/status (peak memory needs Linux)")
+
+
 def _memory_child(variant: str, mode: str, device: str) -> None:
-    model = build_models(device, (variant,))[variant]
+    model = build_models(device, (variant,), same_weights=False)[variant]
     train = mode == "train"
     model.train(train)
     optim = _optimizer(model)
@@ -146,7 +164,7 @@ def _memory_child(variant: str, mode: str, device: str) -> None:
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = _vm_hwm_mib()
     print(json.dumps({"peak_mib": peak}))
 
 
