@@ -18,6 +18,16 @@ HEADER = (
 )
 
 
+def proc_status_mib(field: str) -> float:
+    """A memory field of this process's `/proc/self/status` (Linux), e.g. "VmHWM" (peak
+    resident set size; reset by exec, unlike `ru_maxrss`), in MiB."""
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status: no {field} field (peak memory on CPU needs Linux)")
+    return int(match.group(1)) / 1024
+
+
 def machine() -> str:
     """One line describing where the numbers came from."""
     cpu = platform.processor() or platform.machine()

@@ -36,7 +36,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine, write_section  # noqa: E402
+from _results import machine, proc_status_mib, write_section  # noqa: E402
 
 from densenets.config import MODELS, build, load_config  # noqa: E402
 from densenets.engine.convert import convert  # noqa: E402
@@ -73,7 +73,7 @@ def build_models(
         if state is not None:
             ours.load_state_dict(state)
         models[name] = ours
-    return {k: m.to(device) for k, m in models.items() if k in variants}
+    return {k: m.to(device) for k, m in models.items()}
 
 
 def make_batch(n: int, seed: int) -> list[dict]:
@@ -145,14 +145,6 @@ def peak_memory(variant: str, train: bool, device: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def _vm_hwm_mib() -> float:
-    """This process's peak resident set size in MiB (Linux `/proc/self/status`)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError("VmHWM not found in /proc/self/status (peak memory needs Linux)")
-
-
 def _memory_child(variant: str, mode: str, device: str) -> None:
     model = build_models(device, (variant,), same_weights=False)[variant]
     train = mode == "train"
@@ -164,7 +156,7 @@ def _memory_child(variant: str, mode: str, device: str) -> None:
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = _vm_hwm_mib()
+        peak = proc_status_mib("VmHWM")
     print(json.dumps({"peak_mib": peak}))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import machine, write_section  # noqa: E402
+from _results import machine, proc_status_mib, write_section  # noqa: E402
 
 from densenets.config import MODELS, build  # noqa: E402
 from densenets.modeling.super_resolution import tiled_forward  # noqa: E402
@@ -49,18 +48,14 @@ def _reset_peak(device: torch.device) -> float:
         return torch.cuda.memory_allocated() / 2**20
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _proc_kb("VmRSS") / 1024
+    return proc_status_mib("VmRSS")
 
 
 def _peak(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20
-    return _proc_kb("VmHWM") / 1024
-
-
-def _proc_kb(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+    return proc_status_mib("VmHWM")
 
 
 def measure(fn, x: torch.Tensor, device: torch.device, reps: int) -> tuple[float, float, torch.Tensor]:
