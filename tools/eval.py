@@ -1,51 +1,10 @@
 #!/usr/bin/env python
-"""Evaluate weights: `tools/eval.py --config FILE --weights W [--output DIR] [key=value ...]`.
+"""`python tools/eval.py ARGS` from a checkout runs `densenets.tools.eval`, which the installed
+package also offers as the command `densenets eval ARGS` (`--help` lists the arguments)."""
 
-Runs under torchrun too; every process evaluates its share and the results are gathered.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-import torch.distributed as dist
-
-from densenets.config import ConfigError, load_config
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.launch import evaluate
-from densenets.utils import comm
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment YAML file")
-    parser.add_argument("--weights", help="checkpoint to evaluate (EMA weights when it has them)")
-    parser.add_argument("--output", help="where results go (default: runs/<config name>/eval)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")
-        results = evaluate(cfg, args.weights, output, device=args.device)
-        main_process = comm.is_main_process()
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "metrics.json").write_text(json.dumps(results, indent=2))
-        width = max((len(k) for k in results), default=0)
-        for key, value in results.items():
-            print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    return 0
-
+from densenets.tools.eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,7 @@
 """`make demo` end to end with tiny settings: data, training, evaluation, inference, summary."""
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("_demo_under_test", REPO / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("densenets.tools.demo")
 
 
 TINY = ["train.max_iter=2", "train.batch_size=2", "train.log_period=1", "data.num_workers=0"]

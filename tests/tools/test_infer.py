@@ -3,7 +3,7 @@ with tiny detection, segmentation and super-resolution models registered here.""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -22,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"densenets.tools.{name}")
 
 
 infer = _load_tool("infer")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import shutil
 import sys
@@ -16,10 +16,7 @@ import tiny  # noqa: E402  (registers the tiny model, dataset and evaluator)
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"densenets.tools.{name}")
 
 
 train_tool, eval_tool = _load_tool("train"), _load_tool("eval")
