@@ -175,3 +175,53 @@ def test_build_py_puts_configs_in_the_package(setup_py, tmp_path, monkeypatch):
     )
     assert shipped == sorted(p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*.yaml"))
     assert (tmp_path / "densenets" / "config" / "paths.py").is_file()
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_from_another_folder(tmp_path):
+    """The wheel route of the README: build, install into a new virtualenv, run elsewhere."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TORCH_CUDA_ARCH_LIST")
+    }
+    env["FORCE_CUDA"] = "0"  # CPU kernels: the CUDA compile is CI's separate step
+
+    def run(args, cwd=tmp_path, extra_env=None):
+        res = subprocess.run(
+            args, cwd=cwd, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=1800
+        )
+        assert res.returncode == 0, f"{args}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
+        return res.stdout
+
+    pip = [sys.executable, "-m", "pip"]
+    run([*pip, "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)])
+    (wheel,) = (tmp_path / "dist").glob("densenets-*.whl")
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    # The new environment sees this one's packages (torch, ...) but not its densenets:
+    # a plain path entry, so this environment's .pth files (an editable densenets) are not run.
+    (site_dir,) = (venv / "lib").glob("python3*/site-packages")
+    (site_dir / "base_env.pth").write_text(str(Path(setuptools.__file__).parents[1]) + "\n")
+    run([*pip, "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps", str(wheel)])
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert "print-config" in run([str(venv / "bin" / "densenets"), "--help"], cwd=elsewhere)
+    check = (
+        "import densenets, densenets.ops, pathlib\n"
+        "print(pathlib.Path(densenets.__file__).parent, densenets.ops.extension_available())\n"
+    )
+    package, loaded = run([str(venv / "bin" / "python"), "-c", check], cwd=elsewhere).split()
+    assert Path(package) == site_dir / "densenets" and loaded == "True"
+    shipped = sorted(
+        p.relative_to(site_dir / "densenets" / "configs")
+        for p in (site_dir / "densenets" / "configs").rglob("*.yaml")
+    )
+    assert shipped == sorted(p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*.yaml"))
+    config = "configs/demo/faster_rcnn_r18_fpn_shapes.yaml"
+    installed = run([str(venv / "bin" / "densenets"), "print-config", "--config", config], cwd=elsewhere)
+    source = run(
+        [sys.executable, "-m", "densenets", "print-config", "--config", config],
+        ROOT,
+        {"PYTHONPATH": str(ROOT)},
+    )
+    assert installed == source and "FasterRCNN" in installed
