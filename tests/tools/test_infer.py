@@ -259,3 +259,34 @@ def test_exit_code_is_nonzero_only_when_nothing_succeeds(tmp_path, capsys):
         == 2
     )
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_super_resolution_with_ground_truth_shows_psnr(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    lr = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(lr).save(tmp_path / "in" / "x.png")
+    Image.fromarray(lr.repeat(2, 0).repeat(2, 1)).save(tmp_path / "gt" / "x.png")  # = the tiny model's output
+    cfg = _config(
+        tmp_path / "sr.yaml",
+        "InferTinyUpscaler",
+        input_key="lr",
+        visualizer={"type": "SRVisualizer", "compare": True},
+    )
+    args = [
+        "--config",
+        str(cfg),
+        "--weights",
+        "none",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert infer.main(args) == 0
+    plain = read_image(tmp_path / "out/vis/x.png")
+    assert infer.main([*args, "--ground-truth", str(tmp_path / "gt")]) == 0
+    with_gt = read_image(tmp_path / "out/vis/x.png")
+    assert plain.shape == with_gt.shape == (24, 64, 3)
+    assert (plain != with_gt).any()  # the captions now carry the PSNR ("model inf dB")
