@@ -48,10 +48,16 @@ def _frame_record(index: int, fps: float, prediction: dict, predictor: Any) -> d
 
 
 def run_video(
-    path: str | os.PathLike, predictor: Any, output: Path, report: Report, frame_labels: bool = False
+    reader: VideoReader | str | os.PathLike,
+    predictor: Any,
+    output: Path,
+    report: Report,
+    frame_labels: bool = False,
 ) -> None:
-    """Predict, draw and record every frame of the video at `path` (see the module doc)."""
-    reader = VideoReader(path)
+    """Predict, draw and record every frame of a video (a `VideoReader` or a path; see
+    the module doc)."""
+    reader = reader if isinstance(reader, VideoReader) else VideoReader(reader)
+    path = reader.path
     name = Path(path).stem
     video = VideoWriter(output / "vis" / f"{name}.mp4", reader.fps)
     lines = open(output / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed below

@@ -13,14 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
-from densenets.config import ConfigError, load_config
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.launch import evaluate
-from densenets.engine.predictor import resolve_weights
-from densenets.utils import comm
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -35,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
+    # Heavy imports after parsing: `--help` answers without loading torch.
+    import torch.distributed as dist
+
+    from densenets.config import ConfigError, load_config
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.launch import evaluate
+    from densenets.engine.predictor import resolve_weights
+    from densenets.utils import comm
+
     try:
         cfg = load_config(args.config, args.overrides)
         output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")

@@ -26,17 +26,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from densenets.config import ConfigError, load_config
-from densenets.data.io import ImageReadError
-from densenets.data.video import is_video
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.infer_writer import Report, ResultWriter, first_line, one_line, predict_each
-from densenets.engine.predictor import Predictor, resolve_weights
+# Heavy imports (torch, OpenCV) wait until the arguments are parsed: `--help` stays fast.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,11 +55,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_images(args: argparse.Namespace, predictor: Predictor, output: Path, report: Report) -> None:
+def prepare_images(args: argparse.Namespace, predictor: Any, output: Path, report: Any) -> Callable[[], None]:
+    """List the inputs (reporting what is skipped); returns the run over them."""
     from torch.utils.data import DataLoader
+    from tqdm import tqdm
 
     from densenets.data.image_folder import ImageFolder
     from densenets.data.loader import list_collate
+    from densenets.engine.infer_writer import ResultWriter, first_line, predict_each
 
     icfg = predictor.infer
     folder = ImageFolder(
@@ -74,26 +71,41 @@ def run_images(args: argparse.Namespace, predictor: Predictor, output: Path, rep
     )  # fmt: skip
     for s in folder.skipped:
         report.skip(s.path, s.reason)
-    writer = ResultWriter(
-        output, [folder.rel_path(i) for i in range(len(folder))], predictor, args.ground_truth
-    )
     workers = int((predictor.cfg.get("data") or {}).get("num_workers", 2))
     loader = DataLoader(folder, batch_size=icfg.batch_size, num_workers=workers, collate_fn=list_collate)
-    try:
-        with tqdm(total=len(folder), desc="infer", unit="img", dynamic_ncols=True) as bar:
-            for batch in loader:
-                for it in batch:
-                    if "error" in it:
-                        report.fail(it["error"])
-                for item, pred in predict_each(predictor, [it for it in batch if "error" not in it], report):
-                    try:
-                        writer.write(item, pred)
-                        report.done += 1
-                    except Exception as e:  # noqa: BLE001 - a full disk, a name the disk refuses, a drawing bug
-                        report.fail(f"{item['file_name']}: writing the outputs failed ({first_line(e)})")
-                bar.update(len(batch))
-    finally:
-        writer.close()
+
+    def run() -> None:
+        writer = ResultWriter(
+            output, [folder.rel_path(i) for i in range(len(folder))], predictor, args.ground_truth
+        )
+        try:
+            with tqdm(total=len(folder), desc="infer", unit="img", dynamic_ncols=True) as bar:
+                for batch in loader:
+                    for it in batch:
+                        if "error" in it:
+                            report.fail(it["error"])
+                    for item, pred in predict_each(
+                        predictor, [it for it in batch if "error" not in it], report
+                    ):
+                        try:
+                            writer.write(item, pred)
+                            report.done += 1
+                        except Exception as e:  # noqa: BLE001 - a full disk, a name the disk refuses, a drawing bug
+                            report.fail(f"{item['file_name']}: writing the outputs failed ({first_line(e)})")
+                    bar.update(len(batch))
+        finally:
+            writer.close()
+
+    return run
+
+
+def prepare_video(args: argparse.Namespace, predictor: Any, output: Path, report: Any) -> Callable[[], None]:
+    """Open the video; returns the run over its frames."""
+    from densenets.data.video import VideoReader
+    from densenets.engine.infer_video import run_video
+
+    reader = VideoReader(args.input)
+    return lambda: run_video(reader, predictor, output, report, frame_labels=args.frame_labels)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -102,37 +114,41 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets.config import ConfigError, load_config
+    from densenets.data.video import is_video
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.infer_writer import Report, first_line, one_line
+    from densenets.engine.predictor import Predictor, resolve_weights
+
+    report, interrupted = Report(), False
     try:
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, resolve_weights(args.weights, cfg), args.device)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
-    except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError, OSError) as e:
+        video = is_video(args.input)
+        run = (prepare_video if video else prepare_images)(args, predictor, output, report)
+    except (
+        ConfigError,
+        CheckpointError,
+        RuntimeError,
+        OSError,
+    ) as e:  # OSError: FileNotFoundError, ImageReadError
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    report, interrupted = Report(), False
     old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        if is_video(args.input):
-            from densenets.engine.infer_video import run_video
-
-            run_video(args.input, predictor, output, report, frame_labels=args.frame_labels)
-        else:
-            run_images(args, predictor, output, report)
-    except (FileNotFoundError, ImageReadError) as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
-        return 2
+        run()
     except KeyboardInterrupt:
         interrupted = True
-        print("interrupted: the results of the finished images are written", file=sys.stderr)
+        print("interrupted: the outputs of every finished image are written", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - e.g. a loader worker killed: keep what is done, say why
         print(f"error: the run stopped: {one_line(first_line(e))}", file=sys.stderr)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
-    unit = "frame(s)" if is_video(args.input) else "image(s)"
     print(
-        f"{report.done} {unit} written to {output}; {report.failed} failed; "
+        f"{report.done} {'frame(s)' if video else 'image(s)'} written to {output}; {report.failed} failed; "
         f"{report.skipped} other entries skipped"
     )
     return 130 if interrupted else (0 if report.done else 1)
