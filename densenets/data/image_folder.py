@@ -214,6 +214,12 @@ class ImageFolder(Dataset):
             image = read_image(file_name, self.max_pixels)
         except ImageReadError as e:
             return {"file_name": file_name, "rel_path": rel, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - a decoder failing in an unforeseen way: skip the file
+            return {
+                "file_name": file_name,
+                "rel_path": rel,
+                "error": f"{file_name}: cannot decode ({_first_line(e)})",
+            }
         item: dict[str, Any] = {"image": image, "file_name": file_name, "rel_path": rel, "image_id": rel}
         item["orig_size"] = tuple(image.shape[:2])
         try:

@@ -61,13 +61,13 @@ def image_pixels(path: str | os.PathLike) -> tuple[int, int] | None:
         prefix = fp.read(16)
         for fmt in Image.ID:
             factory, accept = Image.OPEN[fmt]
-            accepted = True if accept is None else accept(prefix)
-            if isinstance(accepted, str) or not accepted:  # a str is Pillow's "almost" warning
-                continue
-            fp.seek(0)
             try:
+                accepted = True if accept is None else accept(prefix)
+                if isinstance(accepted, str) or not accepted:  # a str is Pillow's "almost" warning
+                    continue
+                fp.seek(0)
                 width, height = factory(fp, os.fspath(path)).size
-            except (SyntaxError, IndexError, TypeError, ValueError, struct.error, OSError, EOFError):
+            except Exception:  # noqa: BLE001 - a plugin that cannot parse this header: try the next
                 continue
             return int(height), int(width)
     return None

@@ -121,6 +121,7 @@ def worst(tmp_path_factory):
     _png_header_only(inp / "bomb8.png", 20000, 20000)
     _png_header_only(inp / "bomb16.png", 20000, 20000, bit_depth=16)
     _jpeg_with_size(inp / "bomb.jpg", 30000, 30000)
+    (inp / "empty.png").write_bytes(b"")  # Pillow's header parsers raise struct.error on it
     (inp / "dangling.png").symlink_to(inp / "nowhere.png")
     (inp / "loop.png").symlink_to(inp / "loop.png")
     (inp / "sub").mkdir()
@@ -162,13 +163,14 @@ def test_messages(worst, capsys):
         ("bomb.jpg", "30000x30000"),
     ):
         assert size in line(name) and "pixel limit" in line(name) and "infer.max_pixels" in line(name)
+    assert "not a readable image" in line("empty.png")
     assert "broken symbolic link" in line("dangling.png")
     assert "symbolic link loop" in line("loop.png")
     assert "symbolic link loop" in line(f"sub{os.sep}up")
     assert "FIFO" in line("pipe.png")
     assert not any(x.startswith(f"skipped {out}") for x in lines)  # its own outputs are no inputs
     summary = err.out.strip().splitlines()[-1]
-    assert summary.startswith("1 image(s) written") and "6 failed" in summary, summary
+    assert summary.startswith("1 image(s) written") and "7 failed" in summary, summary
     assert "4 other entries skipped" in summary, summary
     # The bombs were never handed to the model.
     assert {Path(f).name for f, _ in RobustTinyDetector.calls} == {"good.png", "oom.png", "writefail.png"}
