@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import struct
+import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -74,6 +77,8 @@ class RobustTinyDetector(nn.Module):
                 raise RuntimeError("CUDA out of memory (simulated)\nsecond line of the message")
             if (h, w) == (5, 5):
                 raise KeyboardInterrupt
+            if (h, w) == (7, 7):
+                time.sleep(120)  # until the test sends SIGTERM
             boxes = torch.tensor([[0.0, 0.0, w / 2, h / 2]]) * self.scale
             out.append(
                 {"instances": {"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}}
@@ -228,3 +233,33 @@ def test_results_are_written_incrementally_and_on_interrupt(tmp_path, capsys):
     assert {r["file_name"] for r in results} == {"0.png", "1.png", "2.png", "3.png"}
     err = capsys.readouterr()
     assert "interrupted" in err.err and "4 image(s) written" in err.out
+
+
+@pytest.mark.slow  # a subprocess that imports torch: ~50 s on a busy 2-core machine
+def test_sigterm_keeps_the_finished_results(tmp_path):
+    inp = tmp_path / "in"
+    for k in range(2):
+        _image(inp / f"{k}.png", 20 + k, 20)
+    _image(inp / "8_slow.png", 7, 7)
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", out, batch_size=1)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_infer_robust as t; "
+        "sys.exit(t.infer.main(sys.argv[2:]))"
+    )
+    args = [str(Path(__file__).parent), "--config", str(cfg), "--weights", "none", "--input", str(inp)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--output", str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "vis" / "1.jpg").exists():
+            time.sleep(0.2)
+        time.sleep(0.5)  # now in the slow image
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert {r["file_name"] for r in json.loads((out / "results.json").read_text())} == {"0.png", "1.png"}
+    assert "2 image(s) written" in stdout
