@@ -53,6 +53,24 @@ def _label(img: np.ndarray, text: str, x: int, y: int, color: tuple, scale: floa
     )
 
 
+def _first_free(
+    spots: np.ndarray, w: int, h: int, width: int, height: int, placed: np.ndarray, fallback: bool = False
+) -> np.ndarray | None:
+    """The first of `spots` (S, 2), clipped into the image, whose w x h box covers none of
+    `placed` (P, 4); with `fallback`, else the one covering the fewest pixels."""
+    spots = spots.copy()
+    spots[:, 0] = np.clip(spots[:, 0], 0, max(0, width - w))
+    spots[:, 1] = np.clip(spots[:, 1], 0, max(0, height - h))
+    rects = np.concatenate([spots, spots + [w, h]], axis=1)  # (S, 4)
+    ix = np.minimum(rects[:, None, 2], placed[None, :, 2]) - np.maximum(rects[:, None, 0], placed[None, :, 0])
+    iy = np.minimum(rects[:, None, 3], placed[None, :, 3]) - np.maximum(rects[:, None, 1], placed[None, :, 1])
+    cost = (np.clip(ix, 0, None) * np.clip(iy, 0, None)).sum(axis=1)  # (S,) covered pixels
+    free = np.flatnonzero(cost == 0)
+    if len(free):
+        return rects[free[0]]
+    return rects[int(np.argmin(cost))] if fallback else None
+
+
 def place_labels(
     sizes: Sequence[tuple[int, int]], boxes: np.ndarray, width: int, height: int
 ) -> list[tuple[int, int, int, int]]:
@@ -74,28 +92,13 @@ def place_labels(
     """
     placed = np.zeros((0, 4), np.int64)
     for (w, h), (bx0, by0, bx1, by1) in zip(sizes, np.round(np.asarray(boxes)).astype(int).tolist()):
-        rows = np.arange(0, max(1, height - h + 1), max(1, h // 4))
-        rows = rows[np.argsort(np.abs(rows - (by0 - h)), kind="stable")]
-        spots = [(bx0, by0 - h), (bx0, by0), (bx0, by1), (bx1 - w, by0 - h)]
-        spots = np.array(spots + [(x, y) for y in rows.tolist() for x in (bx0, bx1 - w)], np.int64)
-        spots[:, 0] = np.clip(spots[:, 0], 0, max(0, width - w))
-        spots[:, 1] = np.clip(spots[:, 1], 0, max(0, height - h))
-        rects = np.concatenate([spots, spots + [w, h]], axis=1)  # (S, 4)
-        ix = np.clip(
-            np.minimum(rects[:, None, 2], placed[None, :, 2])
-            - np.maximum(rects[:, None, 0], placed[None, :, 0]),
-            0,
-            None,
-        )
-        iy = np.clip(
-            np.minimum(rects[:, None, 3], placed[None, :, 3])
-            - np.maximum(rects[:, None, 1], placed[None, :, 1]),
-            0,
-            None,
-        )
-        cost = (ix * iy).sum(axis=1)  # (S,) pixels of placed labels covered
-        free = np.flatnonzero(cost == 0)
-        best = rects[free[0] if len(free) else int(np.argmin(cost))]
+        near = np.array([(bx0, by0 - h), (bx0, by0), (bx0, by1), (bx1 - w, by0 - h)], np.int64)
+        best = _first_free(near, w, h, width, height, placed)
+        if best is None:  # the four usual spots are taken: scan every row, nearest first
+            rows = np.arange(0, max(1, height - h + 1), max(1, h // 4))
+            rows = rows[np.argsort(np.abs(rows - (by0 - h)), kind="stable")]
+            far = np.array([(x, y) for y in rows.tolist() for x in (bx0, bx1 - w)], np.int64)
+            best = _first_free(np.concatenate([near, far]), w, h, width, height, placed, fallback=True)
         placed = np.concatenate([placed, best[None]])
     return [tuple(int(v) for v in r) for r in placed]
 
