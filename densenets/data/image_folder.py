@@ -127,7 +127,7 @@ def list_images(
     if os.path.isdir(p):
         root = p
         walker.folder(p, frozenset({(os.stat(p).st_dev, os.stat(p).st_ino)}))
-    elif os.path.lexists(p) and not glob.has_magic(text):
+    elif os.path.lexists(p):  # an existing name, even one with glob characters ("img[1].png")
         root = p.parent
         walker.entry(p)
         if walker.skipped:

@@ -80,3 +80,9 @@ class _Halve:
     def __call__(self, item):
         item["image"] = item["image"][::2, ::2]
         return item
+
+
+def test_a_file_whose_name_looks_like_a_glob(tmp_path):
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "img[1].png")
+    one = ImageFolder(str(tmp_path / "img[1].png"))
+    assert len(one) == 1 and one.rel_path(0) == "img[1].png" and one[0]["orig_size"] == (4, 5)
