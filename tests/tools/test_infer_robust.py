@@ -21,7 +21,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from densenets.config import MODELS
+from densenets.config import MODELS, TRANSFORMS
+from densenets.data.detection_transforms import DetectionTransform
 from densenets.data.io import ImageTooLargeError, image_pixels
 
 infer = importlib.import_module("densenets.tools.infer")
@@ -86,6 +87,16 @@ class RobustTinyDetector(nn.Module):
         return out
 
 
+@TRANSFORMS.register()
+class PickyDetectionTransform(DetectionTransform):
+    """DetectionTransform that fails on 9 x 11 images, as a broken transform would."""
+
+    def __call__(self, item):
+        if tuple(item["image"].shape[:2]) == (9, 11):  # H x W x 3 at this point
+            raise ValueError("cannot resize a 9 x 11 image (simulated)")
+        return super().__call__(item)
+
+
 def _config(path: Path, output: Path, **infer_keys) -> Path:
     cfg = {
         "model": {"type": "RobustTinyDetector", "output": str(output)},
@@ -95,7 +106,7 @@ def _config(path: Path, output: Path, **infer_keys) -> Path:
             "val": {
                 "type": "ImageFolder",
                 "path": ".",
-                "transforms": {"type": "DetectionTransform", "min_size": 64, "max_size": 64},
+                "transforms": {"type": "PickyDetectionTransform", "min_size": 64, "max_size": 64},
             },
         },
         "infer": {"batch_size": 2, **infer_keys},
@@ -121,7 +132,8 @@ def worst(tmp_path_factory):
     root = tmp_path_factory.mktemp("worst")
     inp, out = root / "in", root / "in" / "out"  # the output folder lies inside the input
     _image(inp / "good.png", 24, 32)
-    _image(inp / "thin.png", 1, 3000)  # the resize rounds its height to 0
+    _image(inp / "thin.png", 1, 3000)  # the resize once rounded its height to 0
+    _image(inp / "picky.png", 9, 11)  # the transform fails on it
     _image(inp / "oom.png", 13, 17)  # the model fails on it
     _png_header_only(inp / "bomb8.png", 20000, 20000)
     _png_header_only(inp / "bomb16.png", 20000, 20000, bit_depth=16)
@@ -144,7 +156,8 @@ def test_every_bad_entry_is_one_line_and_the_run_goes_on(worst, capfd):
     inp, out, cfg, rc = worst
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
-    assert {r["file_name"] for r in results} == {"good.png"}  # writefail's detections never written
+    # writefail's detections are never written; the 1 x 3000 strip is processed.
+    assert {r["file_name"] for r in results} == {"good.png", "thin.png"}
     assert (out / "vis" / "good.jpg").is_file()
 
 
@@ -160,7 +173,8 @@ def test_messages(worst, capsys):
         assert len(hits) == 1, (name, lines)
         return hits[0]
 
-    assert "transform failed" in line("thin.png")
+    assert "transform failed" in line("picky.png") and "9 x 11" in line("picky.png")
+    assert not any("thin.png" in x for x in lines)
     assert "model failed" in line("oom.png") and "out of memory" in line("oom.png")
     for name, size in (
         ("bomb8.png", "20000x20000"),
@@ -175,10 +189,10 @@ def test_messages(worst, capsys):
     assert "FIFO" in line("pipe.png")
     assert not any(x.startswith(f"skipped {out}") for x in lines)  # its own outputs are no inputs
     summary = err.out.strip().splitlines()[-1]
-    assert summary.startswith("1 image(s) written") and "7 failed" in summary, summary
+    assert summary.startswith("2 image(s) written") and "7 failed" in summary, summary
     assert "4 other entries skipped" in summary, summary
     # The bombs were never handed to the model.
-    assert {Path(f).name for f, _ in RobustTinyDetector.calls} == {"good.png", "oom.png", "writefail.png"}
+    assert {Path(f).name for f, _ in RobustTinyDetector.calls} == {"good.png", "thin.png", "oom.png", "writefail.png"}
 
 
 def test_pixel_limit_is_read_from_the_header_and_configurable(tmp_path):
