@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -137,14 +138,8 @@ def build_plan(env, torch_cuda, toolkit, gpu_count, has_cu=True):
         return True, None, f"{both} for the visible GPU(s)"
     if force == "1":
         return True, DEFAULT_CUDA_ARCHS, f"{both} for {DEFAULT_CUDA_ARCHS} (FORCE_CUDA=1, no GPU visible)"
-    return (
-        False,
-        None,
-        (
-            f"{cpu} (CUDA toolkit found but no GPU visible; for the CUDA kernels set "
-            f"FORCE_CUDA=1 (architectures {DEFAULT_CUDA_ARCHS}) or TORCH_CUDA_ARCH_LIST)"
-        ),
-    )
+    how = f"set FORCE_CUDA=1 (architectures {DEFAULT_CUDA_ARCHS}) or TORCH_CUDA_ARCH_LIST"
+    return False, None, f"{cpu} (CUDA toolkit found but no GPU visible; for the CUDA kernels {how})"
 
 
 def current_plan():
@@ -165,11 +160,11 @@ def _extensions():
     cpp = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     if not cpp:
         return [], {}
+    use_cuda, archs, line = current_plan()
+    print(line, flush=True)
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     cu = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
-    use_cuda, archs, line = current_plan()
-    print(line, flush=True)
     cxx = ["-O3", "-fopenmp"] if sys.platform.startswith("linux") else ["-O3"]
     extra = {"cxx": cxx}
     define = []
@@ -231,6 +226,9 @@ def main():
         ext_modules, cmdclass = _extensions()
     except BuildPlanError as e:
         sys.exit(f"densenets: error: {e}")
+    # setuptools' "Editable installation" notice (folders named like the package) is about
+    # layouts other than this one, and pip shows it even with -q.
+    warnings.filterwarnings("ignore", message=r"\s*Editable installation")
     readme = os.path.join(HERE, "README.md")
     setup(
         name="densenets",

@@ -178,6 +178,7 @@ def test_build_py_puts_configs_in_the_package(setup_py, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # compiles the extension: minutes, more on a busy machine
 def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     """The wheel route of the README: build, install into a new virtualenv, run elsewhere."""
     env = {
