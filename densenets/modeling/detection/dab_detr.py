@@ -213,6 +213,9 @@ class DABTransformer(nn.Module):
         activation: feed-forward activation (the paper's recipe: PReLU).
         temperature: temperature of the feature-map positional encoding (20 in the paper).
         modulate_hw_attn: width/height-modulated cross-attention.
+        num_patterns: P learned content embeddings (Anchor DETR's patterns; the
+            official DAB-DETR-DC5-3pat uses 3). Every anchor is decoded once per pattern,
+            so the decoder sees P*Q queries; 0 starts every query from zeros.
     """
 
     def __init__(
@@ -226,8 +229,11 @@ class DABTransformer(nn.Module):
         activation: str = "prelu",
         temperature: float = 20.0,
         modulate_hw_attn: bool = True,
+        num_patterns: int = 0,
     ) -> None:
         super().__init__()
+        if num_patterns < 0:
+            raise ValueError(f"num_patterns: expected >= 0, got {num_patterns}")
         kw = dict(
             d_model=d_model,
             nhead=nhead,
@@ -242,15 +248,26 @@ class DABTransformer(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        # Created after the Xavier pass, so N(0, 1) as an nn.Embedding (as the official code).
+        self.patterns = nn.Embedding(num_patterns, d_model) if num_patterns > 0 else None
 
     def forward(
         self, src: torch.Tensor, mask: torch.Tensor, anchors: torch.Tensor, box_head: nn.Module
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, D, H, W), mask (B, H, W), anchors (Q, 4) in (0, 1) -> hs, references (see DABDecoder)."""
+        """src (B, D, H, W), mask (B, H, W), anchors (Q, 4) in (0, 1) -> hs, references (see DABDecoder).
+
+        With P patterns the decoder has P*Q queries, pattern-major: query p*Q + j starts
+        from pattern p and anchor j (the official order, which checkpoints rely on).
+        """
         src, pos, mask = flatten_features(src, mask, self.position_encoding)
         memory = self.encoder(src, pos, mask)
-        anchors = anchors.unsqueeze(0).expand(src.shape[0], -1, -1)  # (B, Q, 4)
-        tgt = src.new_zeros(anchors.shape[:2] + (self.d_model,))
+        b, q = src.shape[0], anchors.shape[0]
+        if self.patterns is None:
+            tgt = src.new_zeros(b, q, self.d_model)
+        else:
+            tgt = self.patterns.weight.to(src.dtype).repeat_interleave(q, 0).expand(b, -1, -1)  # (B, P*Q, D)
+            anchors = anchors.repeat(self.patterns.num_embeddings, 1)  # (P*Q, 4)
+        anchors = anchors.unsqueeze(0).expand(b, -1, -1)  # (B, P*Q, 4)
         return self.decoder(tgt, memory, pos, mask, anchors, box_head)
 
 
