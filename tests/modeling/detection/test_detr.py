@@ -5,6 +5,7 @@ imported by test_dab_detr.py.
 """
 
 import math
+
 import pytest
 import torch
 from torch import nn
