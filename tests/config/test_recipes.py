@@ -253,3 +253,17 @@ def test_every_recipe_with_a_cited_number_is_checked():
         "super_resolution/edsr_x4_div2k.yaml",
     }
     assert shipped - exempt <= set(RECIPES), sorted(shipped - exempt - set(RECIPES))
+
+
+def test_detr_transform_defaults_are_the_official_augmentation():
+    # DETR datasets/coco.py (DAB-DETR's is the same): scales 480..800 step 32, max 1333;
+    # or resize to 400/500/600, RandomSizeCrop(384, 600), then the scales.
+    from inspect import signature
+
+    from densenets.data.detr_transforms import DETRTransform
+
+    defaults = {k: p.default for k, p in signature(DETRTransform).parameters.items()}
+    assert list(defaults["scales"]) == [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
+    assert list(defaults["crop_resize"]) == [400, 500, 600]
+    assert list(defaults["crop_size"]) == [384, 600]
+    assert defaults["max_size"] == 1333
