@@ -279,7 +279,8 @@ class DABDETR(DETR):
         backbone, criterion, num_classes, in_feature, aux_loss, pixel_mean, pixel_std,
             input_format: as `DETR` (the criterion uses the focal classification loss).
         transformer: a `DABTransformer`.
-        num_queries: Q anchors.
+        num_queries: Q anchors (decoded once per pattern when the transformer has
+            `num_patterns`).
         num_select: detections kept per image at inference: the top scores over all
             (query, class) pairs.
         fixed_anchor_xy: draw anchor centres uniformly at random and keep them fixed
@@ -334,7 +335,10 @@ class DABDETR(DETR):
         return torch.cat([self.anchor_xy, self.anchor_wh], dim=-1).sigmoid()
 
     def predict(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits (L, B, Q, K) and refined boxes (L, B, Q, 4) of every decoder layer."""
+        """Class logits (L, B, Q', K) and refined boxes (L, B, Q', 4) of every decoder layer.
+
+        Q' = Q, or P*Q with the transformer's P pattern embeddings.
+        """
         src, mask = self.features(images)
         hs, references = self.transformer(src, mask, self.anchors(), self.bbox_embed)
         boxes = (self.bbox_embed(hs) + inverse_sigmoid(references, DAB_DETR_EPS)).sigmoid()
