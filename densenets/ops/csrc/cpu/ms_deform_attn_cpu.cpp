@@ -25,16 +25,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/vec_dispatch.h"
 #include "ms_deform_attn.h"
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define DN_X86_DISPATCH 1
-#define DN_ALWAYS_INLINE inline __attribute__((always_inline))
-#define DN_TARGET_AVX __attribute__((target("avx,fma")))
-#else
-#define DN_X86_DISPATCH 0
-#define DN_ALWAYS_INLINE inline
-#endif
 
 namespace densenets {
 namespace {
@@ -223,10 +215,6 @@ DN_ALWAYS_INLINE void backward_items(const Inputs<T>& in, const Grads<T, A>& gr,
 }
 
 #if DN_X86_DISPATCH
-bool have_avx_fma() {
-  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
-  return ok;
-}
 DN_TARGET_AVX void forward_rows_avx(const Inputs<float>& in, float* out, int64_t begin, int64_t end) {
   forward_rows<float, float>(in, out, begin, end);
 }
