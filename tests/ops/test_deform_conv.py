@@ -86,9 +86,13 @@ def test_forward_layouts_match_torchvision(monkeypatch, cfg, layout):
     )
 
 
+@pytest.mark.parametrize("budget", [None, "4000"], ids=["default-blocks", "blocks-of-13-positions"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw-input", "channels-last-input"])
-def test_wide_groups_use_channels_last_forward(channels_last):
-    # 16 channels per group: the channels-last forward by default, small chunks included.
+def test_wide_groups_use_channels_last_forward(monkeypatch, channels_last, budget):
+    # 16 channels per group: the channels-last forward by default; blocks of 4000 column
+    # elements hold 13 positions of 288 rows, so blocks split images and rows.
+    if budget is not None:
+        monkeypatch.setenv("DENSENETS_DEFORM_CONV_BUDGET", budget)
     cfg = (2, 32, 24, 11, 13, (3, 3), (1, 2), (1, 1), (1, 1), 2, 2)
     tensors, params = make_inputs(cfg, dtype=torch.float32, mask=True, offset_scale=2.0, seed=2)
     if channels_last:
