@@ -16,6 +16,7 @@ process, alternating, and the table gives median times and the ratio ours / grid
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -139,7 +140,12 @@ def main() -> None:
         "## Multi-scale deformable attention (`benchmarks/bench_ms_deform_attn.py`)\n\n"
         f"DINO R50 4-scale encoder layer: batch {BATCH}, levels {levels} (all pixels are queries), "
         f"{HEADS} heads x {CHANNELS} channels, {POINTS} points; median of {args.reps} alternating runs.\n"
-        f"Machine: {machine()}.\nCommand: `{command}`\n\n" + header + "\n" + "\n".join(rows) + "\n"
+        f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end of the run.\n"
+        f"Command: `{command}`\nTargets on CPU: fwd <= 0.5, fwd+bwd <= 0.3 of the grid_sample path.\n\n"
+        + header
+        + "\n"
+        + "\n".join(rows)
+        + "\n"
     )
     if not args.no_write:
         write_section("ms_deform_attn", body)
