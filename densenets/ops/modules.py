@@ -278,7 +278,7 @@ class MultiScaleDeformableAttention(nn.Module):
             )
         ref = reference_points[:, :, None, :, None, :]  # (N, Q, 1, L, 1, 2 or 4)
         if reference_points.shape[-1] == 2:
-            normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (w, h)
+            normalizer = spatial_shapes.flip(-1).to(offsets.device, offsets.dtype)  # (L, 2) as (w, h)
             return ref + offsets / normalizer[None, None, None, :, None, :]
         if reference_points.shape[-1] == 4:
             return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
