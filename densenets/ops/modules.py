@@ -1,4 +1,4 @@
-"""Deformable convolution layers.
+"""Deformable convolution and multi-scale deformable attention layers.
 
 `DeformConv2d` (DCNv1, Dai et al., "Deformable Convolutional Networks", ICCV 2017) and
 `ModulatedDeformConv2d` (DCNv2, Zhu et al., "Deformable ConvNets v2: More Deformable,
@@ -8,6 +8,9 @@ convolution (DCNv2: scaled by the initial mask 0.5) and learns to deform.
 `DeformConv2dWithOffset` takes offsets (and an optional mask) computed elsewhere.
 The `conv_offset` name and output layout (offsets of all points, then masks) follow
 the common DCNv2 checkpoints, so their weights load by name.
+
+`MultiScaleDeformableAttention` (Zhu et al., "Deformable DETR", ICLR 2021) has the
+parameter names of the official `MSDeformAttn`, so its checkpoints load by name.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deform_conv import deform_conv2d
+from .ms_deform_attn import ms_deform_attn
 
-__all__ = ["DeformConv2dWithOffset", "DeformConv2d", "ModulatedDeformConv2d"]
+__all__ = ["DeformConv2dWithOffset", "DeformConv2d", "ModulatedDeformConv2d", "MultiScaleDeformableAttention"]
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -173,3 +178,117 @@ class ModulatedDeformConv2d(DeformConv2d):
         out = self.conv_offset(x)
         offset, mask_logits = out.split([2 * self.num_points, self.num_points], dim=1)
         return DeformConv2dWithOffset.forward(self, x, offset, mask_logits.sigmoid())
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Multi-scale deformable attention (Deformable DETR, Section 4.1, Eq. 3).
+
+    Each query predicts, per head, P sampling offsets and attention weights on each of the
+    L levels from its embedding (`sampling_offsets`, `attention_weights`), samples the
+    projected values there (`ms_deform_attn`) and projects the heads' concatenation back
+    (`output_proj`). Initialised as the paper's code: the offsets start on a ring around
+    the reference point, head h pointing at angle 2 * pi * h / M, point p at distance
+    p + 1 (a square ring of L-infinity radius p + 1); the attention starts uniform (zero
+    weights and bias before the softmax).
+
+    Shapes: N images, Q queries, S = sum(h_l * w_l) flattened pixels, E embed_dim,
+    M heads, L levels, P points.
+
+    Args:
+        embed_dim (int): E, the query and value width; divisible by `num_heads`.
+        num_heads (int): M.
+        num_levels (int): L, the feature levels of the input.
+        num_points (int): P, sampling points per head and level.
+    """
+
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.num_levels, self.num_points = num_levels, num_points
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation (ring of offsets, uniform attention, Xavier projections)."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        ring = torch.stack([angles.cos(), angles.sin()], -1)  # (M, 2) as (x, y)
+        ring = ring / ring.abs().max(-1, keepdim=True).values  # onto the unit square
+        scale = torch.arange(1, self.num_points + 1, dtype=torch.float32)
+        grid = ring[:, None, None, :] * scale[None, None, :, None]  # (M, 1, P, 2)
+        grid = grid.expand(self.num_heads, self.num_levels, self.num_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        input_flatten: Tensor,
+        input_spatial_shapes: Tensor,
+        input_level_start_index: Tensor,
+        input_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """
+        Args:
+            query (Tensor[N, Q, E]): query embeddings (content + position).
+            reference_points (Tensor[N, Q, L, 2] | Tensor[N, Q, L, 4]): per level, either
+                points (x, y) in [0, 1] (offsets are in pixels of the level) or boxes
+                (cx, cy, w, h) in [0, 1] (offsets are in units of half the box size / P).
+            input_flatten (Tensor[N, S, E]): the levels flattened and concatenated.
+            input_spatial_shapes (Tensor[L, 2]): int64 (h, w) of each level.
+            input_level_start_index (Tensor[L]): int64 start of each level in S.
+            input_padding_mask (Tensor[N, S] | None): bool, True at padding pixels (their
+                values are zeroed).
+
+        Returns:
+            Tensor[N, Q, E]
+        """
+        n, q, _ = query.shape
+        m, num_levels, p = self.num_heads, self.num_levels, self.num_points
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, input_flatten.shape[1], m, self.embed_dim // m)  # (N, S, M, C)
+        offsets = self.sampling_offsets(query).view(n, q, m, num_levels, p, 2)
+        weights = self.attention_weights(query).view(n, q, m, num_levels * p)
+        weights = F.softmax(weights, -1).view(n, q, m, num_levels, p)
+        locations = self._sampling_locations(reference_points, offsets, input_spatial_shapes)
+        out = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        return self.output_proj(out)
+
+    def _sampling_locations(
+        self, reference_points: Tensor, offsets: Tensor, spatial_shapes: Tensor
+    ) -> Tensor:
+        """(N, Q, M, L, P, 2) locations in [0, 1] from reference points/boxes and offsets."""
+        if reference_points.dim() != 4 or reference_points.shape[2] != self.num_levels:
+            raise ValueError(
+                f"MultiScaleDeformableAttention: reference_points shape {tuple(reference_points.shape)} "
+                f"should be (N, Q, {self.num_levels}, 2 or 4)"
+            )
+        ref = reference_points[:, :, None, :, None, :]  # (N, Q, 1, L, 1, 2 or 4)
+        if reference_points.shape[-1] == 2:
+            normalizer = spatial_shapes.flip(-1).to(offsets.device, offsets.dtype)  # (L, 2) as (w, h)
+            return ref + offsets / normalizer[None, None, None, :, None, :]
+        if reference_points.shape[-1] == 4:
+            return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
+        raise ValueError(
+            f"MultiScaleDeformableAttention: reference_points must end in 2 (points) or 4 (boxes), "
+            f"got shape {tuple(reference_points.shape)}"
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+            f"num_levels={self.num_levels}, num_points={self.num_points}"
+        )

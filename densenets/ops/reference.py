@@ -1,6 +1,9 @@
-"""Deformable convolution in plain PyTorch: the readable specification of the op.
+"""Deformable convolution and multi-scale deformable attention in plain PyTorch.
 
-This is what `densenets.ops.deform_conv2d` computes, written with `gather` and one
+These are the readable specifications of the compiled ops, the fallbacks when the
+extension `densenets._C` is missing, and the references the kernels are tested against.
+
+`deform_conv2d_reference` is what `densenets.ops.deform_conv2d` computes, written with `gather` and one
 `einsum` so that autograd derives every gradient. It is the fallback when the compiled
 extension `densenets._C` is missing, and the reference the kernels are tested against.
 It materialises the whole (N, C_in * K, H_out * W_out) sample tensor, so it is slow and
@@ -20,9 +23,10 @@ x <= -1 or x >= W reads zero), then multiplies by mask[n, d * K + k, oy, ox] whe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["deform_conv2d_reference", "bilinear_sample"]
+__all__ = ["deform_conv2d_reference", "bilinear_sample", "ms_deform_attn_reference"]
 
 
 def bilinear_sample(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
@@ -107,3 +111,49 @@ def deform_conv2d_reference(
     if bias is not None:
         out = out + bias.reshape(1, c_out, 1, 1)
     return out
+
+
+def ms_deform_attn_reference(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Multi-scale deformable attention (Zhu et al., "Deformable DETR", ICLR 2021), pure PyTorch.
+
+    Every head of every query samples P points on each of the L feature levels by bilinear
+    interpolation, `F.grid_sample(align_corners=False, padding_mode="zeros")`: location
+    (x, y) in [0, 1] reads pixel (x * w - 0.5, y * h - 0.5) of a level of size h x w, and
+    neighbours outside the level read zero. The samples are summed with the attention
+    weights. This is the `grid_sample` path of mmcv and transformers.
+
+    Shapes: N images, S = sum(h_l * w_l) flattened pixels, M heads, C channels per head,
+    Q queries, L levels, P points.
+
+    Args:
+        value (Tensor[N, S, M, C]): the levels flattened row-major and concatenated.
+        spatial_shapes (Tensor[L, 2]): int64 (h, w) of each level.
+        level_start_index (Tensor[L]): int64 offset of each level in S (not needed here:
+            the levels are contiguous in the order of `spatial_shapes`).
+        sampling_locations (Tensor[N, Q, M, L, P, 2]): (x, y), normalised to [0, 1] per level.
+        attention_weights (Tensor[N, Q, M, L, P]): weights of the samples.
+
+    Returns:
+        Tensor[N, Q, M * C]
+    """
+    del level_start_index
+    n, s, m, c = value.shape
+    q, num_levels, p = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    levels = value.split([h * w for h, w in sizes], dim=1)
+    grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] convention
+    samples = []
+    for lvl, (h, w) in enumerate(sizes):
+        v = levels[lvl].permute(0, 2, 3, 1).reshape(n * m, c, h, w)  # (N * M, C, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).reshape(n * m, q, p, 2)  # (N * M, Q, P, 2)
+        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    sampled = torch.stack(samples, dim=3)  # (N * M, C, Q, L, P)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, q, num_levels, p)
+    out = (sampled * weights).sum(dim=(3, 4))  # (N * M, C, Q)
+    return out.reshape(n, m * c, q).transpose(1, 2).contiguous()

@@ -71,6 +71,37 @@ def test_matches_torchvision_float32_random_configs():
         )
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_forward_layouts_match_torchvision(monkeypatch, cfg, layout):
+    # The CPU forward reads the input channels-last when groups hold >= 8 channels;
+    # DENSENETS_DEFORM_CONV_LAYOUT forces either path on every configuration.
+    monkeypatch.setenv("DENSENETS_DEFORM_CONV_LAYOUT", layout)
+    tensors, params = make_inputs(cfg, mask=True, offset_scale=3.0, seed=5)
+    assert_all_close(
+        run(deform_conv2d, tensors, params),
+        run(torchvision.ops.deform_conv2d, tensors, params),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("budget", [None, "4000"], ids=["default-blocks", "blocks-of-13-positions"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw-input", "channels-last-input"])
+def test_wide_groups_use_channels_last_forward(monkeypatch, channels_last, budget):
+    # 16 channels per group: the channels-last forward by default; blocks of 4000 column
+    # elements hold 13 positions of 288 rows, so blocks split images and rows.
+    if budget is not None:
+        monkeypatch.setenv("DENSENETS_DEFORM_CONV_BUDGET", budget)
+    cfg = (2, 32, 24, 11, 13, (3, 3), (1, 2), (1, 1), (1, 1), 2, 2)
+    tensors, params = make_inputs(cfg, dtype=torch.float32, mask=True, offset_scale=2.0, seed=2)
+    if channels_last:
+        tensors["input"] = tensors["input"].detach().to(memory_format=torch.channels_last).requires_grad_()
+    got = run(deform_conv2d, tensors, params)
+    assert got[0].is_contiguous()
+    assert_all_close(got, run(torchvision.ops.deform_conv2d, tensors, params), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("mask", [False, True], ids=["v1", "v2"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_gradcheck(cfg, mask):

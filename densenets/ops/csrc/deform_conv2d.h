@@ -200,4 +200,12 @@ DN_HOST_DEVICE int64_t mask_index(const DeformGeometry& g, int64_t n, int64_t p,
   return ((n * g.deform_groups + d) * g.points() + k) * g.positions() + p;
 }
 
+// CPU forward reading the input channels-last (cpu/deform_conv2d_nhwc_cpu.cpp), and
+// whether it suits g: blends of at least 8 channels, or DENSENETS_DEFORM_CONV_LAYOUT
+// set to "nhwc" (always) or "nchw" (never).
+bool nhwc_forward_suits(const DeformGeometry& g);
+at::Tensor deform_conv2d_forward_nhwc_cpu(const DeformGeometry& g, const at::Tensor& input, const at::Tensor& offset,
+                                          const at::Tensor& weight, const std::optional<at::Tensor>& mask,
+                                          const std::optional<at::Tensor>& bias);
+
 }  // namespace densenets

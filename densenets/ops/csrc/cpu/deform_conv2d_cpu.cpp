@@ -10,7 +10,9 @@
 // columns^T (GEMM, columns refilled); grad_input scattered in parallel over input
 // channels (each thread owns its channels, so no atomics); grad_offset and grad_mask in
 // parallel over (group, kernel point, block of columns), channels summed inside.
-// float16/bfloat16 inputs are computed in float32 and converted back.
+// float16/bfloat16 inputs are computed in float32 and converted back. Layers with at least
+// 8 channels per (deformable or weight) group run the forward channels-last instead
+// (cpu/deform_conv2d_nhwc_cpu.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -301,6 +303,7 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, 
                              dilation_w)
         .to(input.scalar_type());
   }
+  if (nhwc_forward_suits(g)) return deform_conv2d_forward_nhwc_cpu(g, input, offset, weight, mask, bias);
   const at::Tensor x = input.contiguous(), off = offset.contiguous(), w = weight.contiguous();
   const at::Tensor m = mask.has_value() ? mask->contiguous() : at::Tensor();
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
