@@ -20,6 +20,7 @@ from torch import nn
 
 from densenets.config import DATASETS, EVALUATORS, MODELS, ConfigError, ConfigNode, build, dump_config
 from densenets.data.loader import build_test_loader, build_train_loader, seed_everything
+from densenets.modeling.backbones.weights import load_pretrained_weights
 from densenets.utils import comm
 from densenets.utils.logging import setup_logger
 
@@ -80,8 +81,15 @@ def _eval_fn(cfg: ConfigNode, data_cfg, output_dir: Path, module_fn):
     return lambda: inference_on_dataset(module_fn(), loader, evaluator)
 
 
-def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None) -> Trainer:
-    """Everything `train` needs, built from the config (on every process)."""
+def build_trainer(
+    cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None, pretrained: bool = True
+) -> Trainer:
+    """Everything `train` needs, built from the config (on every process).
+
+    `pretrained`: load the backbone initialisation weights the model config names (e.g.
+    ``torchvision://resnet50``); skipped when resuming or when `train.weights` is given,
+    since those checkpoints replace them.
+    """
     tcfg, dcfg = parse_section("train", cfg.get("train")), parse_section("data", cfg.get("data"))
     dev = init_distributed(device or tcfg.device)
     output_dir = Path(output_dir)
@@ -94,7 +102,10 @@ def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | 
     train_set = build(dcfg.train, DATASETS)
     max_iter = tcfg.max_iter or math.ceil(tcfg.epochs * len(train_set) / tcfg.batch_size)
 
-    model = build(cfg.model, MODELS).to(dev)
+    model = build(cfg.model, MODELS)
+    if pretrained and not tcfg.weights:
+        load_pretrained_weights(model)
+    model = model.to(dev)
     if tcfg.weights:
         missing, unexpected = load_model_weights(model, tcfg.weights, strict=False)
         if missing or unexpected:
@@ -145,7 +156,7 @@ def train(
     Returns:
         The trainer after training (its `hooks` hold the last evaluation results).
     """
-    trainer = build_trainer(cfg, output_dir, device)
+    trainer = build_trainer(cfg, output_dir, device, pretrained=not resume)
     if resume:
         path = trainer.checkpointer.last() if resume is True else Path(resume)
         if path is None:

@@ -74,7 +74,9 @@ def test_detectron2_msra_pickle_loads_with_the_expected_keys(tmp_path, tv50):
     torch.testing.assert_close(sd["res2.0.norm1.running_var"], torch.full((64,), 1 - EPS))
 
     # The folded affine reproduces the original network (stride on the 3x3, as tv50).
-    model = ResNet(depth=50, norm="FrozenBN", out_features=["res5", "linear"], weights=str(path)).eval()
+    model = ResNet(depth=50, norm="FrozenBN", out_features=["res5", "linear"], weights=str(path))
+    model.load_pretrained()
+    model.eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = tv50(x)
