@@ -138,7 +138,8 @@ class COCOEvaluator(DatasetEvaluator):
 
     Predictions of all processes are gathered, written as COCO results JSON
     (``{output_dir}/coco_instances_results.json``) and scored against the dataset's
-    annotation file. faster-coco-eval gives the same numbers as pycocotools, faster.
+    annotation file; the summary and per-category tables are logged and written to
+    ``{output_dir}/coco_summary.txt``. faster-coco-eval gives the same numbers as pycocotools, faster.
 
     Args:
         dataset: the evaluated dataset (`COCODetection`: ``coco``, ``label_to_category_id``,
@@ -211,6 +212,8 @@ class COCOEvaluator(DatasetEvaluator):
             out.update({f"bbox/AP-{n}": v for n, v in per_class.items() if v is not None})
             text += ["Per-category bbox AP:", format_per_category_table(per_class)]
         logger.info("\n".join(text))
+        if self.output_dir is not None:
+            (self.output_dir / "coco_summary.txt").write_text("\n".join(text[1:]) + "\n")
         return out
 
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Draw the loss, LR and evaluation curves of a run:
-`tools/plot_metrics.py RUN_DIR_OR_METRICS_JSONL [--output PNG]` (default RUN_DIR/metrics.png)."""
+`tools/plot_metrics.py RUN_DIR_OR_METRICS_JSONL [--output PNG]` (default RUN_DIR/metrics.png).
+
+Per-class metrics (COCO per-category AP, per-class IoU), when the run has them, go to a
+second image beside it, `<name>_per_class.png` (a heat map: a row per class)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)
+    per_class = out.with_name(f"{out.stem}_per_class.png")
+    if per_class.is_file():
+        print(per_class)
     return 0
 
 
