@@ -4,9 +4,11 @@
 Inference (eval mode, no grad) and training steps (forward, backward, optimiser step,
 with the config's `train.amp` and optimiser) on synthetic inputs of `infer.input_size`
 (or `--size`): median latency over `--repeats` after `--warmup` runs, throughput in
-images/s, peak memory (GPU: allocated by torch; CPU: the process's peak RSS) and
-FLOPs of one image's inference (`torch.utils.flop_counter`; operators without a FLOP
-formula, such as NMS or RoIAlign, count as zero). Prints a table.
+images/s, peak memory (GPU: allocated by torch; CPU: the process's peak RSS) and the
+compute of one image's inference (`torch.utils.flop_counter`; operators without a FLOP
+formula, such as NMS or RoIAlign, count as zero), in two units: GFLOPs = 2 x
+multiply-adds, and GMACs = multiply-adds, the number detectron2 and mmdet (fvcore,
+mmcv) print as "FLOPs". Prints a table.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def benchmark(cfg, size: tuple[int, int], batch: int, warmup: int, repeats: int,
         flops = counter.get_total_flops()
         sec, peak = _time(lambda: model(inputs), dev, warmup, repeats)
     rows.append({"mode": "inference", "batch": batch, "latency_ms": sec * 1e3, "images_per_s": batch / sec,
-                 "peak_mem_mib": peak, "flops_per_image": int(flops)})
+                 "peak_mem_mib": peak, "flops_per_image": int(flops), "macs_per_image": int(flops) // 2})
     if not train:
         return rows
 
@@ -123,17 +125,21 @@ def benchmark(cfg, size: tuple[int, int], batch: int, warmup: int, repeats: int,
 
     sec, peak = _time(step, dev, warmup, repeats)
     rows.append({"mode": f"train step{' (' + tcfg.amp + ')' if tcfg.amp else ''}", "batch": batch,
-                 "latency_ms": sec * 1e3, "images_per_s": batch / sec, "peak_mem_mib": peak, "flops_per_image": None})
+                 "latency_ms": sec * 1e3, "images_per_s": batch / sec, "peak_mem_mib": peak, "flops_per_image": None,
+                 "macs_per_image": None})
     return rows
 
 
 def format_table(rows: list[dict], title: str) -> str:
-    head = "| mode | batch | latency (ms, median) | images/s | peak memory (MiB) | GFLOPs/image |"
-    lines = [title, "", head, "|---|---|---|---|---|---|"]
+    head = (
+        "| mode | batch | latency (ms, median) | images/s | peak memory (MiB) | GFLOPs/image (2 x MACs) "
+        "| GMACs/image |"
+    )
+    lines = [title, "", head, "|---|---|---|---|---|---|---|"]
     for r in rows:
-        gf = f"{r['flops_per_image'] / 1e9:.2f}" if r["flops_per_image"] is not None else "—"
+        gf, gm = (f"{r[k] / 1e9:.2f}" if r.get(k) is not None else "—" for k in ("flops_per_image", "macs_per_image"))
         lines.append(f"| {r['mode']} | {r['batch']} | {r['latency_ms']:.1f} | {r['images_per_s']:.2f} | "
-                     f"{r['peak_mem_mib']:.0f} | {gf} |")
+                     f"{r['peak_mem_mib']:.0f} | {gf} | {gm} |")
     return "\n".join(lines)
 
 
