@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .custom_imports import import_custom_modules
 from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
 
 __all__ = ["ConfigNode", "load_config", "dump_config", "apply_overrides", "parse_value", "validate_config"]
@@ -252,6 +253,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate
     """
     data = _load_file(Path(path), [])
     apply_overrides(data, overrides)
+    import_custom_modules(data)
     if validate:
         import densenets  # noqa: F401  (fills the registries)
 
