@@ -251,12 +251,14 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate
     Returns:
         The merged config as a ConfigNode.
     """
-    data = _load_file(Path(path), [])
-    apply_overrides(data, overrides)
-    import_custom_modules(data)
-    if validate:
-        import densenets  # noqa: F401  (fills the registries)
+    import densenets
 
+    densenets.register_all()  # fills the registries (overrides and validation read them)
+    data = _load_file(Path(path), [])
+    import_custom_modules(data)
+    apply_overrides(data, overrides)
+    import_custom_modules(data)  # also those added by a `+custom_imports=[...]` override
+    if validate:
         validate_config(data)
     return ConfigNode(data)
 

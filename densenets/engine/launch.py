@@ -20,7 +20,6 @@ from torch import nn
 
 from densenets.config import DATASETS, EVALUATORS, MODELS, ConfigError, ConfigNode, build, dump_config
 from densenets.data.loader import build_test_loader, build_train_loader, seed_everything
-from densenets.modeling.backbones.weights import load_pretrained_weights
 from densenets.utils import comm
 from densenets.utils.logging import setup_logger
 
@@ -104,6 +103,9 @@ def build_trainer(
 
     model = build(cfg.model, MODELS)
     if pretrained and not tcfg.weights:
+        # Imported here: modeling imports engine.convert, so engine cannot import it first.
+        from densenets.modeling.backbones.weights import load_pretrained_weights
+
         load_pretrained_weights(model)
     model = model.to(dev)
     if tcfg.weights:

@@ -17,12 +17,6 @@ import argparse
 import pickle
 import sys
 
-import torch
-
-from densenets.engine.checkpoint import save_atomic
-from densenets.engine.convert import CONVERTERS
-from densenets.modeling.backbones.weights import read_checkpoint
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -38,6 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch  # after parsing: --help stays fast
+
+    from densenets.engine.checkpoint import save_atomic
+    from densenets.engine.convert import CONVERTERS
+    from densenets.modeling.backbones.weights import read_checkpoint
+
     if args.list:
         print("\n".join(sorted(CONVERTERS)))
         return 0

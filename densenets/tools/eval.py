@@ -11,13 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
-from densenets.config import ConfigError, load_config
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.launch import evaluate
-from densenets.utils import comm
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
+    import torch.distributed as dist  # after parsing: --help stays fast
+
+    from densenets.config import ConfigError, load_config
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.launch import evaluate
+    from densenets.utils import comm
+
     try:
         cfg = load_config(args.config, args.overrides)
         output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")

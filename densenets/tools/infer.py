@@ -23,17 +23,6 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
-from densenets.config import ConfigError, load_config
-from densenets.data import write_image
-from densenets.data.image_folder import ImageFolder
-from densenets.data.loader import list_collate
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.predictor import Predictor, build_visualizer
-
 
 class ResultWriter:
     """Writes visualisations and machine-readable results under `output`."""
@@ -51,6 +40,10 @@ class ResultWriter:
             self.stems[r] = stem if stems[stem] == 1 else f"{stem}_{PurePosixPath(r).suffix.lstrip('.').lower()}"
 
     def write(self, item: dict[str, Any], prediction: dict[str, Any]) -> None:
+        import numpy as np
+
+        from densenets.data import write_image
+
         if self.visualizer is None:
             self.visualizer = self.visualizer_fn(prediction)
         stem = self.stems[item["rel_path"]]
@@ -91,13 +84,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", help="checkpoint (EMA weights when it has them)")
     parser.add_argument("--input", required=True, help="an image, a folder or a quoted glob")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from torch.utils.data import DataLoader  # after parsing: --help stays fast
+    from tqdm import tqdm
+
+    from densenets.config import ConfigError, load_config
+    from densenets.data.image_folder import ImageFolder
+    from densenets.data.loader import list_collate
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.predictor import Predictor, build_visualizer
+
     try:
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, args.weights, args.device)

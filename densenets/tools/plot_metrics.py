@@ -11,14 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from densenets.engine.events import plot_metrics
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", help="a run directory or its metrics.jsonl")
     parser.add_argument("--output", help="PNG to write (default: next to metrics.jsonl, metrics.png)")
     args = parser.parse_args(argv)
+    from densenets.engine.events import plot_metrics  # after parsing: --help stays fast
+
     path = Path(args.run)
     metrics = path / "metrics.jsonl" if path.is_dir() else path
     if not metrics.is_file():
