@@ -73,6 +73,13 @@ def test_densenets_cache_folder_is_used(offline, tmp_path, monkeypatch):
     torch.testing.assert_close(model.linear.weight, tv.fc.weight)
     with pytest.raises(WeightsUnavailableError, match=str(cache / "detectron2")):
         resolve_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
+    # A file torch hub already holds is used as well, without a download.
+    monkeypatch.setenv("DENSENETS_CACHE", str(tmp_path / "empty"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (cache / url.rsplit("/", 1)[-1]).rename(tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+    assert load_pretrained_weights(ResNet(depth=18, weights="torchvision://resnet18")) == [
+        "torchvision://resnet18"
+    ]
 
 
 def _segmentation_config(path: Path, backbone_weights: str, **train) -> Path:

@@ -74,8 +74,11 @@ def test_readme_torchvision_faster_rcnn_eval_runs_offline(offline, tmp_path, mon
     eval_args = [str(ROOT / a) if a.startswith("configs/") else a for a in eval_args[2:]]
     assert eval_args[-2:] == ["--weights", "tv.pth"]
     assert eval_tool.main(eval_args) == 0
-    out = capsys.readouterr().out
-    assert "bbox/AP50" in out
+    captured = capsys.readouterr()
+    assert "bbox/AP50" in captured.out and "bbox/AR100" in captured.out
+    # The COCO table is printed (through the log), whichever COCO engine is installed.
+    assert " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = " in captured.err
+    assert "| category " in captured.err and "| class1 " in captured.err
 
 
 def test_segmentation_docs_python_snippet_runs_offline(offline, monkeypatch):

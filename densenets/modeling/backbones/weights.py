@@ -12,7 +12,8 @@ A `weights:` value is one of
   store, https://dl.fbaipublicfiles.com/detectron2/).
 
 Named sources are downloaded once into the cache folder: ``$DENSENETS_CACHE`` when set,
-else torch hub's ``<torch hub dir>/checkpoints`` (``$TORCH_HOME/hub/checkpoints``).
+else torch hub's ``<torch hub dir>/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), where a
+copy torch hub already holds is found too.
 Without network access, place the file there: `WeightsUnavailableError` says which
 file, from where, and the path.
 
@@ -99,10 +100,12 @@ def cache_dir() -> Path:
 
 
 def _hub_file(url: str, relative: str, spec: str) -> Path:
-    """Download `url` once to ``<cache dir>/<relative>`` and return the path."""
+    """Download `url` once to ``<cache dir>/<relative>`` and return the path (a copy
+    already in torch hub's cache is used too)."""
     dst = cache_dir() / relative
-    if dst.is_file():
-        return dst
+    for path in (dst, Path(torch.hub.get_dir()) / "checkpoints" / relative):
+        if path.is_file():
+            return path
     dst.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, dst)
     try:
