@@ -206,7 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", choices=sorted(TASKS), default="detection", help="which demo (default: detection)")
+    parser.add_argument(
+        "--task", choices=sorted(TASKS), default="detection", help="which demo (default: detection)"
+    )
     parser.add_argument("--output", help="run directory (default: runs/demo/<task>; replaced on each run)")
     parser.add_argument(
         "--data-root",

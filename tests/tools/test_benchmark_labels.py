@@ -15,7 +15,20 @@ from densenets.tools import benchmark  # noqa: E402
 def test_flops_are_labelled_and_macs_reported(tmp_path, capsys):
     cfg = str(tiny.write_config(tmp_path / "exp.yaml"))
     out = tmp_path / "bench.json"
-    args = ["--config", cfg, "--size", "16", "24", "--warmup", "0", "--repeats", "1", "--no-train", "--json", str(out)]
+    args = [
+        "--config",
+        cfg,
+        "--size",
+        "16",
+        "24",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--no-train",
+        "--json",
+        str(out),
+    ]
     assert benchmark.main(args) == 0
     text = capsys.readouterr().out
     header = next(line for line in text.splitlines() if line.startswith("| mode"))

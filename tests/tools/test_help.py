@@ -39,7 +39,16 @@ print("@@" + json.dumps({{"code": code, "heavy": heavy, "undocumented": undocume
 
 
 def test_every_tool_is_tested():
-    assert {"train", "eval", "infer", "benchmark", "convert_checkpoint", "demo", "plot_metrics", "print_config"} <= set(TOOLS)
+    assert {
+        "train",
+        "eval",
+        "infer",
+        "benchmark",
+        "convert_checkpoint",
+        "demo",
+        "plot_metrics",
+        "print_config",
+    } <= set(TOOLS)
 
 
 @pytest.mark.parametrize("tool", TOOLS)
