@@ -1,33 +1,33 @@
-"""densenets: dense prediction on PyTorch — detection, segmentation, super-resolution."""
+"""densenets: dense prediction on PyTorch — detection, segmentation, super-resolution.
+
+Subpackages load on first use (``densenets.modeling``, ``from densenets.ops import ...``),
+so ``import densenets`` and the tools' ``--help`` import neither torch nor the models.
+`register_all()` imports every package that registers components; `load_config` calls
+it before checking a config. Importing the models or ops first checks, once, that
+torchvision's compiled ops load (`densenets._torchvision_check`: a mismatched
+torch/torchvision pair is one clear line).
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+_SUBPACKAGES = ("config", "data", "engine", "evaluation", "layers", "modeling", "ops", "utils")
 
 
-def _check_torchvision() -> None:
-    """Fail once, clearly, when torchvision's compiled ops cannot load."""
-    import torch
-
-    try:
-        import torchvision
-
-        ok = hasattr(torch.ops.torchvision, "nms") and hasattr(torch.ops.torchvision, "roi_align")
-        detail = "its operators are not registered"
-    except Exception as e:  # noqa: BLE001 - any failure here means the same thing to a user
-        ok, detail, torchvision = False, f"{type(e).__name__}: {e}".splitlines()[0], None
-    if not ok:
-        tv = getattr(torchvision, "__version__", "not importable")
-        raise ImportError(
-            f"densenets needs torchvision's compiled ops, which failed to load ({detail}); "
-            f"torch {torch.__version__} with torchvision {tv} is not a matching pair "
-            "(a CPU-only torch under a CUDA torchvision is the usual cause). Fix: "
-            "pip install --upgrade --force-reinstall 'torch>=2.6' 'torchvision>=0.21'"
-        )
+def register_all() -> None:
+    """Import every package that registers datasets, transforms, models, evaluators and
+    visualisers, so that the registries are complete."""
+    for name in ("data", "evaluation", "modeling", "utils", "engine"):
+        importlib.import_module(f"{__name__}.{name}")
 
 
-_check_torchvision()
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-from . import config, data, engine, evaluation, layers, modeling, ops  # noqa: E402
 
-__all__ = ["config", "data", "engine", "evaluation", "layers", "modeling", "ops", "__version__"]
+__all__ = [*_SUBPACKAGES, "register_all", "__version__"]

@@ -1,11 +1,12 @@
-"""`import densenets` fails with one clear line when torchvision's ops cannot load."""
+"""Importing the models or ops fails with one clear line when torchvision's ops cannot
+load; `import densenets` alone is light (subpackages load on first use)."""
 
 import subprocess
 import sys
 
 
-def _import_with(prelude: str) -> subprocess.CompletedProcess:
-    code = prelude + "\nimport densenets\n"
+def _import_with(prelude: str, what: str = "import densenets.modeling") -> subprocess.CompletedProcess:
+    code = prelude + f"\n{what}\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
@@ -28,3 +29,10 @@ def test_unregistered_torchvision_ops_are_reported():
     res = _import_with(prelude)
     assert res.returncode != 0
     assert "its operators are not registered" in res.stderr.strip().splitlines()[-1]
+
+
+def test_ops_check_too_and_the_package_alone_is_light():
+    res = _import_with("import sys; sys.modules['torchvision'] = None", "from densenets.ops import roi_align")
+    assert res.returncode != 0 and "densenets needs torchvision's compiled ops" in res.stderr
+    res = _import_with("import sys", "import densenets; assert 'torch' not in sys.modules; densenets.config")
+    assert res.returncode == 0, res.stderr

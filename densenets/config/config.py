@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .custom_imports import import_custom_modules
 from .paths import find_config
 from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
 
@@ -252,11 +253,14 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate
     Returns:
         The merged config as a ConfigNode.
     """
-    data = _load_file(find_config(path), [])
-    apply_overrides(data, overrides)
-    if validate:
-        import densenets  # noqa: F401  (fills the registries)
+    import densenets
 
+    densenets.register_all()  # fills the registries (overrides and validation read them)
+    data = _load_file(find_config(path), [])
+    import_custom_modules(data)
+    apply_overrides(data, overrides)
+    import_custom_modules(data)  # also those added by a `+custom_imports=[...]` override
+    if validate:
         validate_config(data)
     return ConfigNode(data)
 

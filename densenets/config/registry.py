@@ -71,6 +71,7 @@ class Registry(Mapping[str, Callable]):
         return _add if obj is None else _add(obj)
 
     def get(self, name: str, path: str = "type") -> Callable:  # type: ignore[override]
+        _register_all()
         if name not in self._entries:
             raise ConfigError(
                 f"{path}: unknown {self.name} type {name!r}{_did_you_mean(name, self._entries)} "
@@ -82,16 +83,38 @@ class Registry(Mapping[str, Callable]):
         return self.get(name)
 
     def __iter__(self) -> Iterator[str]:
+        _register_all()
         return iter(sorted(self._entries))
 
     def __len__(self) -> int:
+        _register_all()
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        _register_all()
         return name in self._entries
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {sorted(self._entries)})"
+
+
+_filled = False
+
+
+def _register_all() -> None:
+    """Import the packages that register components, once, on a registry's first query
+    (`import densenets` itself loads nothing)."""
+    global _filled
+    if _filled:
+        return
+    _filled = True  # set first: the imports below register, and may query, entries
+    try:
+        import densenets
+
+        densenets.register_all()
+    except BaseException:
+        _filled = False
+        raise
 
 
 MODELS = Registry("model")

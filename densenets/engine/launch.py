@@ -80,8 +80,15 @@ def _eval_fn(cfg: ConfigNode, data_cfg, output_dir: Path, module_fn):
     return lambda: inference_on_dataset(module_fn(), loader, evaluator)
 
 
-def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None) -> Trainer:
-    """Everything `train` needs, built from the config (on every process)."""
+def build_trainer(
+    cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None, pretrained: bool = True
+) -> Trainer:
+    """Everything `train` needs, built from the config (on every process).
+
+    `pretrained`: load the backbone initialisation weights the model config names (e.g.
+    ``torchvision://resnet50``); skipped when resuming or when `train.weights` is given,
+    since those checkpoints replace them.
+    """
     tcfg, dcfg = parse_section("train", cfg.get("train")), parse_section("data", cfg.get("data"))
     dev = init_distributed(device or tcfg.device)
     output_dir = Path(output_dir)
@@ -94,7 +101,13 @@ def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | 
     train_set = build(dcfg.train, DATASETS)
     max_iter = tcfg.max_iter or math.ceil(tcfg.epochs * len(train_set) / tcfg.batch_size)
 
-    model = build(cfg.model, MODELS).to(dev)
+    model = build(cfg.model, MODELS)
+    if pretrained and not tcfg.weights:
+        # Imported here: modeling imports engine.convert, so engine cannot import it first.
+        from densenets.modeling.backbones.weights import load_pretrained_weights
+
+        load_pretrained_weights(model)
+    model = model.to(dev)
     if tcfg.weights:
         missing, unexpected = load_model_weights(model, tcfg.weights, strict=False)
         if missing or unexpected:
@@ -148,7 +161,7 @@ def train(
     Returns:
         The trainer after training (its `hooks` hold the last evaluation results).
     """
-    trainer = build_trainer(cfg, output_dir, device)
+    trainer = build_trainer(cfg, output_dir, device, pretrained=not resume)
     if resume:
         path = trainer.checkpointer.last() if resume is True else Path(resume)
         if path is None:

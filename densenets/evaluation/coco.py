@@ -1,4 +1,10 @@
-"""COCOEvaluator: COCO box AP of detection predictions (pycocotools or faster-coco-eval)."""
+"""COCOEvaluator: COCO box AP of detection predictions (pycocotools or faster-coco-eval).
+
+Besides the metrics, evaluation logs the standard 12-line COCO summary and a
+per-category AP table (as detectron2 does), formatted here from the engine's numbers,
+so the text is the same whichever engine ran. A metric COCO reports as -1 (no ground
+truth of that size, or of that category) is shown as "–" and left out of the metrics.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +25,60 @@ from densenets.utils import comm
 
 from .base import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "coco_box_ap"]
+__all__ = ["COCOEvaluator", "coco_box_ap", "format_coco_summary", "format_per_category_table"]
 
 logger = logging.getLogger(__name__)
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The 12 entries of COCOeval.stats: (AP or AR, IoU range, area, max detections).
+_SUMMARY_ROWS = (
+    ("AP", "0.50:0.95", "all", 100),
+    ("AP", "0.50", "all", 100),
+    ("AP", "0.75", "all", 100),
+    ("AP", "0.50:0.95", "small", 100),
+    ("AP", "0.50:0.95", "medium", 100),
+    ("AP", "0.50:0.95", "large", 100),
+    ("AR", "0.50:0.95", "all", 1),
+    ("AR", "0.50:0.95", "all", 10),
+    ("AR", "0.50:0.95", "all", 100),
+    ("AR", "0.50:0.95", "small", 100),
+    ("AR", "0.50:0.95", "medium", 100),
+    ("AR", "0.50:0.95", "large", 100),
+)
+_AR100 = 8  # index of AR@100 (all areas) in COCOeval.stats
+_MISSING = "–"
+
+
+def format_coco_summary(stats) -> str:
+    """COCOeval's 12-line summary from its ``stats`` (fractions; -1 shown as "–")."""
+    lines = []
+    for value, (kind, iou, area, dets) in zip(stats, _SUMMARY_ROWS):
+        title = "Average Precision  (AP)" if kind == "AP" else "Average Recall     (AR)"
+        number = f"{value:0.3f}" if value >= 0 else _MISSING
+        lines.append(f" {title} @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {number}")
+    return "\n".join(lines)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    rule = "|" + "|".join(":" + "-" * (w + 1) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def format_per_category_table(ap: dict[str, float | None], columns: int = 3) -> str:
+    """A Markdown table of per-category AP (percent), `columns` category/AP pairs per row;
+    None (no ground truth of that category) is shown as "–"."""
+    cells = [(name, _MISSING if v is None else f"{v:.3f}") for name, v in ap.items()]
+    columns = max(1, min(columns, len(cells)))
+    rows = []
+    for start in range(0, len(cells), columns):
+        chunk = cells[start : start + columns]
+        chunk += [("", "")] * (columns - len(chunk))
+        rows.append([c for pair in chunk for c in pair])
+    return _markdown_table(["category", "AP"] * columns, rows)
 
 
 def _fast_engine_available() -> bool:
@@ -35,7 +91,7 @@ def _fast_engine_available() -> bool:
 
 def coco_box_ap(
     gt: dict, results: list[dict], image_ids: list[int] | None = None, engine: str = "auto"
-) -> tuple[dict[str, float], np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Run COCO box evaluation.
 
     Args:
@@ -45,8 +101,9 @@ def coco_box_ap(
         engine: "pycocotools", "faster_coco_eval", or "auto" (the fast one when installed).
 
     Returns:
-        The six summary metrics in percent, ``precision`` (T x R x K x A x M, COCOeval's
-        layout), and the printed summary.
+        ``stats`` (the 12 summary numbers as fractions, -1 where COCO has nothing to
+        measure), ``precision`` (T x R x K x A x M, COCOeval's layout), and the 12-line
+        summary text.
     """
     if engine == "auto":
         engine = "faster_coco_eval" if _fast_engine_available() else "pycocotools"
@@ -60,8 +117,7 @@ def coco_box_ap(
         raise ValueError(
             f"COCOEvaluator: engine must be auto, pycocotools or faster_coco_eval, got {engine!r}"
         )
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints, faster-coco-eval logs
         coco_gt = COCO()
         coco_gt.dataset = json.loads(json.dumps(gt))  # engines add fields to what they are given
         coco_gt.createIndex()
@@ -72,24 +128,26 @@ def coco_box_ap(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    metrics = {name: float(evaluator.stats[i] * 100) for i, name in enumerate(_METRICS)}
-    return metrics, np.asarray(evaluator.eval["precision"]), text.getvalue()
+    stats = np.asarray(evaluator.stats[: len(_SUMMARY_ROWS)], dtype=np.float64)
+    return stats, np.asarray(evaluator.eval["precision"]), format_coco_summary(stats)
 
 
 @EVALUATORS.register()
 class COCOEvaluator(DatasetEvaluator):
-    """COCO bbox AP, AP50, AP75, APs/m/l and per-category AP (in percent).
+    """COCO bbox AP, AP50, AP75, APs/m/l, AR@100 and per-category AP (in percent).
 
     Predictions of all processes are gathered, written as COCO results JSON
     (``{output_dir}/coco_instances_results.json``) and scored against the dataset's
-    annotation file. faster-coco-eval gives the same numbers as pycocotools, faster.
+    annotation file; the summary and per-category tables are logged and written to
+    ``{output_dir}/coco_summary.txt``. faster-coco-eval gives the same numbers as pycocotools, faster.
 
     Args:
         dataset: the evaluated dataset (`COCODetection`: ``coco``, ``label_to_category_id``,
             ``class_names``).
         output_dir: where to write the results JSON (None: not written).
         engine: "auto", "pycocotools" or "faster_coco_eval".
-        per_category: also report ``bbox/AP-<class>``.
+        per_category: also report ``bbox/AP-<class>`` (categories with ground truth) and
+            log the per-category table.
     """
 
     def __init__(
@@ -140,12 +198,30 @@ class COCOEvaluator(DatasetEvaluator):
         if not results:
             logger.warning("COCOEvaluator: no predictions; every AP is 0")
             return {f"bbox/{m}": 0.0 for m in _METRICS}
-        metrics, precision, summary = coco_box_ap(self.dataset.coco.dataset, results, image_ids, self.engine)
-        logger.info("COCO box evaluation on %d images:\n%s", len(image_ids), summary)
-        out = {f"bbox/{k}": v for k, v in metrics.items()}
+        stats, precision, summary = coco_box_ap(self.dataset.coco.dataset, results, image_ids, self.engine)
+        # COCO reports -1 where it has nothing to measure (e.g. no large objects): left out.
+        names = (*_METRICS, "AR100")
+        out = {
+            f"bbox/{n}": float(stats[i] * 100)
+            for n, i in zip(names, (0, 1, 2, 3, 4, 5, _AR100))
+            if stats[i] >= 0
+        }
+        text = [f"COCO box evaluation on {len(image_ids)} images:", summary]
         if self.per_category:
-            for k, name in enumerate(self.dataset.class_names):
-                p = precision[:, :, k, 0, -1]  # area "all", maxDets 100
-                p = p[p > -1]
-                out[f"bbox/AP-{name}"] = float(p.mean() * 100) if p.size else float("nan")
+            per_class = _per_category_ap(precision, self.dataset.class_names)
+            out.update({f"bbox/AP-{n}": v for n, v in per_class.items() if v is not None})
+            text += ["Per-category bbox AP:", format_per_category_table(per_class)]
+        logger.info("\n".join(text))
+        if self.output_dir is not None:
+            (self.output_dir / "coco_summary.txt").write_text("\n".join(text[1:]) + "\n")
         return out
+
+
+def _per_category_ap(precision: np.ndarray, class_names: list[str]) -> dict[str, float | None]:
+    """AP in percent per category (area "all", 100 detections); None without ground truth."""
+    ap = {}
+    for k, name in enumerate(class_names):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        ap[name] = float(p.mean() * 100) if p.size else None
+    return ap

@@ -1,6 +1,8 @@
 """Custom operators: deformable convolution (DCNv1, modulated DCNv2), multi-scale deformable
 attention (Deformable DETR) and RoIAlign."""
 
+import densenets._torchvision_check  # noqa: F401  (first: one clear line when torch and torchvision do not match)
+
 from .deform_conv import deform_conv2d, extension_available
 from .modules import (
     DeformConv2d,

@@ -19,19 +19,13 @@ import argparse
 import pickle
 import sys
 
-import torch
-
-from densenets.data.coco_names import coco_metadata
-from densenets.engine.checkpoint import save_atomic
-from densenets.engine.convert import CONVERTERS
-from densenets.modeling.backbones.weights import read_checkpoint
-
-# Converters of COCO detectors -> the class metadata their labels follow.
+# Converters of COCO detectors -> whether their labels keep COCO's id gaps (torchvision's
+# 91-way classifier uses the category ids as labels); the class metadata goes into the file.
 COCO_DETECTORS = {
-    "torchvision-faster-rcnn": lambda: coco_metadata(with_gaps=True),
-    "detectron2-faster-rcnn": coco_metadata,
-    "detr": coco_metadata,
-    "dab-detr": coco_metadata,
+    "torchvision-faster-rcnn": True,
+    "detectron2-faster-rcnn": False,
+    "detr": False,
+    "dab-detr": False,
 }
 
 
@@ -49,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch  # after parsing: --help stays fast
+
+    from densenets.engine.checkpoint import save_atomic
+    from densenets.engine.convert import CONVERTERS
+    from densenets.modeling.backbones.weights import read_checkpoint
+
     if args.list:
         print("\n".join(sorted(CONVERTERS)))
         return 0
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     state_dict = {args.prefix + k: v for k, v in state_dict.items()}
     out = {"model": state_dict}
     if args.fmt in COCO_DETECTORS:
-        out["meta"] = COCO_DETECTORS[args.fmt]()
+        from densenets.data.coco_names import coco_metadata
+
+        out["meta"] = coco_metadata(with_gaps=COCO_DETECTORS[args.fmt])
     save_atomic(out, args.output)
     print(f"wrote {len(state_dict)} tensors ({args.fmt} -> densenets) to {args.output}")
     return 0

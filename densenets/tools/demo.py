@@ -5,8 +5,8 @@
 
 1. generates the task's dataset under `datasets/synthetic/` (skipped when it is already
    there, made by the same generator with the same settings);
-2. trains `configs/demo/<config>.yaml` with `tools/train.py` (progress bar, evaluation
-   at the end: COCO AP / mIoU / PSNR-SSIM table);
+2. trains `configs/demo/<config>.yaml` with `tools/train.py` (progress bar, periodic
+   evaluation: the COCO AP table / mIoU / PSNR-SSIM, and their curves in metrics.png);
 3. runs `tools/infer.py` over the held-out images;
 4. prints where the visualisations, predictions, metrics and loss curves are, and the
    commands that redo each step.
@@ -183,11 +183,16 @@ def _report(
         if key in metrics:
             extra = f"   (bicubic: {baseline[key]:.4f})" if baseline and key in baseline else ""
             lines.append(f"  {key:<14} {metrics[key]:.4f}{extra}")
+    coco_table = output / "eval" / "coco_summary.txt"  # written by COCOEvaluator
+    if coco_table.is_file():
+        lines += ["COCO box evaluation of the final model:", coco_table.read_text().rstrip()]
     rows = [
         ("metrics (JSON lines)", output / "metrics.jsonl"),
         ("loss and metric curves", output / "metrics.png"),
         ("weights", _weights(output)),
     ]
+    if (output / "metrics_per_class.png").is_file():
+        rows.insert(2, ("per-class metric curves", output / "metrics_per_class.png"))
     if (output / "eval").exists():  # evaluators that write files (COCO results, per-image SR metrics)
         rows.insert(2, ("evaluation outputs", output / "eval"))
     rows += [(name, infer / rel) for name, rel in task.outputs.items()]
@@ -202,7 +207,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", choices=sorted(TASKS), default="detection")
+    parser.add_argument(
+        "--task", choices=sorted(TASKS), default="detection", help="which demo (default: detection)"
+    )
     parser.add_argument("--output", help="run directory (default: runs/demo/<task>; replaced on each run)")
     parser.add_argument(
         "--data-root",

@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
-    # Heavy imports after parsing: `--help` answers without loading torch.
-    import torch.distributed as dist
+    import torch.distributed as dist  # after parsing: --help stays fast
 
     from densenets.config import ConfigError, load_config
     from densenets.engine.checkpoint import CheckpointError

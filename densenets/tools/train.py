@@ -12,14 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
-from densenets.config import ConfigError, load_config
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.launch import train
-from densenets.engine.trainer import NonFiniteLossError
-from densenets.utils import comm
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch.distributed as dist  # after parsing: --help stays fast
+
+    from densenets.config import ConfigError, load_config
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.launch import train
+    from densenets.engine.trainer import NonFiniteLossError
+    from densenets.utils import comm
+
     try:
         cfg = load_config(args.config, args.overrides)
         output = args.output or str(Path("runs") / Path(args.config).stem)

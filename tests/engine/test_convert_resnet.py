@@ -108,6 +108,7 @@ def test_detectron2_msra_pickle_computes_what_detectron2_computes(tmp_path, tv50
 
     # On a real photo in float64: every stage equals detectron2's arithmetic to rounding.
     model = ResNet(depth=50, norm="FrozenBN", out_features=["res2", "res5", "linear"], weights=str(path))
+    model.load_pretrained()
     model = model.double().eval()
     ref = detectron2_network(tv50, blobs)
     x = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].double() / 255 - 0.5  # 300 x 451

@@ -3,6 +3,8 @@
 import contextlib
 import io
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -112,3 +114,74 @@ def test_no_predictions_and_reset(tmp_path):
 def test_rejects_datasets_without_coco_ground_truth():
     with pytest.raises(ValueError, match="has no 'coco'"):
         COCOEvaluator(dataset=[1, 2, 3])
+
+
+def _evaluate(tmp_path, gt, preds, engine):
+    ann_file = tmp_path / "instances.json"
+    ann_file.write_text(json.dumps(gt))
+    evaluator = COCOEvaluator(dataset=COCODetection(tmp_path, ann_file), engine=engine)
+    results = []
+    for image_id, dets in preds.items():
+        xywh = torch.tensor([d[0] for d in dets], dtype=torch.float32).reshape(-1, 4)
+        xyxy = torch.cat((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), 1)
+        inst = {
+            "boxes": xyxy,
+            "scores": torch.tensor([d[1] for d in dets]),
+            "labels": torch.tensor([d[2] for d in dets], dtype=torch.int64),
+        }
+        evaluator.process([{"image_id": image_id}], [{"instances": inst}])
+        for box, (_, score, label) in zip(xyxy.tolist(), dets):
+            x1, y1, x2, y2 = box
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": gt["categories"][label]["id"],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
+    return evaluator.evaluate(), _raw_pycocotools(ann_file, results)
+
+
+@pytest.mark.parametrize("engine", ["pycocotools", "faster_coco_eval"])
+def test_logs_the_12_line_summary_and_per_category_table(tmp_path, engine, caplog):
+    gt, preds = _synthetic(np.random.default_rng(0))
+    with caplog.at_level(logging.INFO, logger="densenets.evaluation.coco"):
+        metrics, raw = _evaluate(tmp_path, gt, preds, engine)
+    text = caplog.text
+    # The 12 lines pycocotools' summarize() prints, with the same numbers, in either engine.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        raw.summarize()
+    for line in out.getvalue().splitlines():
+        assert line in text, line
+    assert metrics["bbox/AR100"] == pytest.approx(raw.stats[8] * 100, abs=1e-9)
+    # Per-category AP table: every category with its AP, three pairs per row.
+    assert "| category " in text and text.count("| class") == len(CATEGORY_IDS)
+    for cat in CATEGORY_IDS:
+        assert re.search(rf"\| class{cat}\s+\| {metrics[f'bbox/AP-class{cat}']:.3f}", text)
+
+
+def test_minus_one_metrics_are_left_out_and_shown_as_a_dash(tmp_path, caplog):
+    """Only small boxes, and a category without ground truth: COCO says -1 for APm, APl,
+    ARm, ARl and that category's AP; none of them may become -100."""
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100} for i in (1, 2)]
+    anns = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 12, 12], "area": 144, "iscrowd": 0}
+        for i in (1, 2)
+    ]
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "dot"}, {"id": 2, "name": "none"}],
+    }
+    preds = {1: [([10, 10, 12, 12], 0.9, 0)], 2: [([11, 11, 12, 12], 0.8, 0), ([50, 50, 40, 40], 0.5, 1)]}
+    with caplog.at_level(logging.INFO, logger="densenets.evaluation.coco"):
+        metrics, raw = _evaluate(tmp_path, gt, preds, "auto")
+    assert raw.stats[4] == -1 and raw.stats[5] == -1  # what COCO reports
+    assert "bbox/APm" not in metrics and "bbox/APl" not in metrics and "bbox/AP-none" not in metrics
+    assert all(v >= 0 for v in metrics.values()), metrics
+    assert metrics["bbox/APs"] == pytest.approx(raw.stats[3] * 100)
+    assert "-1.000" not in caplog.text and "-100" not in caplog.text
+    assert "area= large | maxDets=100 ] = –" in caplog.text
+    assert re.search(r"\| none\s+\| –", caplog.text)

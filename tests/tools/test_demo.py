@@ -32,6 +32,12 @@ def test_demo_detection_tiny(tmp_path, monkeypatch, capsys):
     assert isinstance(results, list)
     assert len(list((run / "infer" / "vis").glob("*.jpg"))) == 3
     assert "bbox/AP50" in out and str(Path("runs/demo/detection/infer/results.json")) in out
+    # The COCO table: the 12-line summary and the per-category AP table, in the summary too.
+    summary = (run / "demo_summary.txt").read_text()
+    for text in (out, summary):
+        assert " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = " in text
+        assert " Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = " in text
+        assert "| category " in text and "| circle " in text
     assert "python tools/train.py --config configs/demo/faster_rcnn_r18_fpn_shapes.yaml" in out
     assert (run / "demo_summary.txt").read_text().startswith("=== demo finished")
 

@@ -2,6 +2,15 @@
 
 from . import edsr, resnet  # noqa: F401
 from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
-from .weights import load_weights, resolve_weights
+from .weights import load_pretrained_weights, load_weights, resolve_weights
 
-__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS", "load_weights", "resolve_weights"]
+__all__ = [
+    "ResNet",
+    "ResNetStem",
+    "BasicBlock",
+    "Bottleneck",
+    "PRESETS",
+    "load_weights",
+    "load_pretrained_weights",
+    "resolve_weights",
+]

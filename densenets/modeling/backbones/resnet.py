@@ -272,8 +272,10 @@ class ResNet(nn.Module):
         zero_init_residual: initialise the last norm of each residual branch to zero, so
             every block starts as the identity.
         num_classes: outputs of ``linear``.
-        weights: None, a checkpoint path, ``torchvision://resnet50`` or
-            ``detectron2://ImageNetPretrained/MSRA/R-50.pkl`` (see `load_weights`).
+        weights: initialisation weights: None, a checkpoint path,
+            ``torchvision://resnet50`` or ``detectron2://ImageNetPretrained/MSRA/R-50.pkl``
+            (see `load_weights`). Kept as a spec, not loaded here: `load_pretrained()`
+            loads it, which the training launcher calls when a run starts from it.
         fuse_frozen_bn: fold frozen norms into the preceding conv at forward time
             (same result up to float rounding; faster).
         channels_last: keep weights and activations in channels-last (NHWC) memory
@@ -358,10 +360,7 @@ class ResNet(nn.Module):
         self.set_fuse_frozen_bn(fuse_frozen_bn)
         self.freeze_at = freeze_at
         self._freeze()
-        if weights:
-            from .weights import load_weights
-
-            load_weights(self, weights)
+        self.weights = weights
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -372,6 +371,13 @@ class ResNet(nn.Module):
         if name not in PRESETS:
             raise KeyError(f"unknown ResNet preset {name!r} (one of {', '.join(PRESETS)})")
         return cls(**{**PRESETS[name], **kwargs})
+
+    def load_pretrained(self) -> None:
+        """Load the `weights` spec (no-op without one); missing/unused keys are logged."""
+        if self.weights:
+            from .weights import load_weights
+
+            load_weights(self, self.weights)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for name, m in self.named_modules():

@@ -11,8 +11,15 @@ A `weights:` value is one of
 - ``detectron2://ImageNetPretrained/MSRA/R-50.pkl`` (a path under detectron2's model
   store, https://dl.fbaipublicfiles.com/detectron2/).
 
-Named sources are downloaded once through torch.hub into ``<torch hub dir>/checkpoints``;
-without network access, place the file there (the error message gives the path).
+Named sources are downloaded once into the cache folder: ``$DENSENETS_CACHE`` when set,
+else torch hub's ``<torch hub dir>/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), where a
+copy torch hub already holds is found too.
+Without network access, place the file there: `WeightsUnavailableError` says which
+file, from where, and the path.
+
+Constructors never load: a backbone keeps its ``weights`` spec and the training
+launcher applies it after construction (`load_pretrained_weights`), only when a run
+starts from it, so evaluation, inference and benchmarks never download.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ from densenets.engine.convert import convert
 from densenets.engine.convert.pickle_io import load_pickle
 from densenets.engine.convert.resnet import find_prefix, unwrap_state_dict
 
-__all__ = ["load_weights", "resolve_weights", "read_checkpoint", "detect_format", "load_state_dict_checked"]
+__all__ = [
+    "WeightsUnavailableError",
+    "cache_dir",
+    "load_weights",
+    "load_pretrained_weights",
+    "resolve_weights",
+    "read_checkpoint",
+    "detect_format",
+    "load_state_dict_checked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +89,34 @@ def _ours(obj: Any) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _hub_file(url: str, relative: str) -> Path:
-    """Download `url` once to ``<hub dir>/checkpoints/<relative>`` and return the path."""
-    dst = Path(torch.hub.get_dir()) / "checkpoints" / relative
-    if not dst.is_file():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("downloading %s to %s", url, dst)
-        try:
-            torch.hub.download_url_to_file(url, str(dst), progress=True)
-        except Exception as e:
-            raise RuntimeError(
-                f"weights: could not download {url} ({type(e).__name__}: {e}); "
-                f"without network access, place the file at {dst}"
-            ) from e
+class WeightsUnavailableError(FileNotFoundError):
+    """Named initialisation weights are neither cached nor downloadable (one-line message)."""
+
+
+def cache_dir() -> Path:
+    """Where named weights are cached: ``$DENSENETS_CACHE``, else ``<torch hub dir>/checkpoints``."""
+    env = os.environ.get("DENSENETS_CACHE")
+    return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _hub_file(url: str, relative: str, spec: str) -> Path:
+    """Download `url` once to ``<cache dir>/<relative>`` and return the path (a copy
+    already in torch hub's cache is used too)."""
+    dst = cache_dir() / relative
+    for path in (dst, Path(torch.hub.get_dir()) / "checkpoints" / relative):
+        if path.is_file():
+            return path
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s to %s", url, dst)
+    try:
+        torch.hub.download_url_to_file(url, str(dst), progress=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the same to the user
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise WeightsUnavailableError(
+            f"weights {spec}: cannot download {url} ({reason}); without network access, "
+            f"download it elsewhere and put it at {dst} (cache folder: $DENSENETS_CACHE, "
+            "else torch hub's <TORCH_HOME>/hub/checkpoints)"
+        ) from None
     return dst
 
 
@@ -119,12 +150,15 @@ def resolve_weights(weights: str) -> tuple[dict[str, torch.Tensor], str]:
     if weights.startswith("torchvision://"):
         url, name = _torchvision_url(weights[len("torchvision://") :])
         obj, fmt = (
-            torch.load(_hub_file(url, name), map_location="cpu", weights_only=True),
+            torch.load(_hub_file(url, name, weights), map_location="cpu", weights_only=True),
             "torchvision-resnet",
         )
     elif weights.startswith("detectron2://"):
         rel = weights[len("detectron2://") :]
-        obj, fmt = read_checkpoint(_hub_file(DETECTRON2_URL + rel, f"detectron2/{rel}")), "detectron2"
+        obj, fmt = (
+            read_checkpoint(_hub_file(DETECTRON2_URL + rel, f"detectron2/{rel}", weights)),
+            "detectron2",
+        )
     elif "://" in weights:
         raise ValueError(
             f"weights: unknown source {weights!r} (a path, torchvision://... or detectron2://...)"
@@ -179,3 +213,23 @@ def load_weights(model: nn.Module, weights: str) -> tuple[list, list]:
     logger.info("weights %s: %s layout", weights, fmt)
     with torch.no_grad():
         return load_state_dict_checked(model, state_dict, weights)
+
+
+def load_pretrained_weights(model: nn.Module) -> list[str]:
+    """Load the initialisation weights every submodule names in its ``weights`` spec
+    (ResNet's ``weights``: a file, ``torchvision://...``, ``detectron2://...``).
+
+    Called by the training launcher once the model is built, and only when a run starts
+    from these weights (not on resume, nor when ``train.weights`` gives a full
+    checkpoint).
+
+    Returns:
+        The specs loaded, in module order.
+    """
+    loaded = []
+    for module in model.modules():
+        spec = getattr(module, "weights", None)
+        if isinstance(spec, str) and spec and callable(getattr(module, "load_pretrained", None)):
+            module.load_pretrained()
+            loaded.append(spec)
+    return loaded

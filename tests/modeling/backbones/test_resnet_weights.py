@@ -10,7 +10,7 @@ import torchvision
 
 from densenets.engine.convert import convert
 from densenets.modeling.backbones import ResNet
-from densenets.modeling.backbones.weights import detect_format, resolve_weights
+from densenets.modeling.backbones.weights import WeightsUnavailableError, detect_format, resolve_weights
 
 TIMM_SHAPES = Path(__file__).with_name("timm_resnet18d_shapes.json")
 
@@ -19,6 +19,13 @@ TIMM_SHAPES = Path(__file__).with_name("timm_resnet18d_shapes.json")
 def tv18():
     torch.manual_seed(0)
     return torchvision.models.resnet18().eval()
+
+
+def pretrained(**kwargs) -> ResNet:
+    """A ResNet with its `weights` spec loaded, as the training launcher does."""
+    model = ResNet(**kwargs)
+    model.load_pretrained()
+    return model
 
 
 def features(model, x):
@@ -30,7 +37,7 @@ def test_torchvision_file_is_detected_converted_and_loaded(tmp_path, tv18, caplo
     path = tmp_path / "resnet18.pth"
     torch.save(tv18.state_dict(), path)
     with caplog.at_level(logging.WARNING, logger="densenets.modeling.backbones.weights"):
-        model = ResNet(depth=18, out_features=["res5"], weights=str(path))
+        model = pretrained(depth=18, out_features=["res5"], weights=str(path))
     # The classifier is not part of a res5 backbone: reported, not loaded.
     assert "2 checkpoint keys unused: linear.weight, linear.bias" in caplog.text
     torch.testing.assert_close(model.stem.conv1.weight, tv18.conv1.weight)
@@ -41,7 +48,7 @@ def test_missing_keys_are_reported(tmp_path, tv18, caplog):
     sd = {k: v for k, v in tv18.state_dict().items() if not k.startswith("layer4.1.")}
     torch.save(sd, tmp_path / "partial.pth")
     with caplog.at_level(logging.WARNING):
-        ResNet(depth=18, out_features=["res5"], weights=str(tmp_path / "partial.pth"))
+        pretrained(depth=18, out_features=["res5"], weights=str(tmp_path / "partial.pth"))
     assert "keys missing from the checkpoint" in caplog.text and "res5.1.conv1.weight" in caplog.text
 
 
@@ -50,9 +57,9 @@ def test_shape_mismatch_is_an_error_naming_the_key(tmp_path, tv18):
     with pytest.raises(
         ValueError, match=r"shape mismatch for linear\.weight: checkpoint \(1000, 512\), model \(10, 512\)"
     ):
-        ResNet(depth=18, out_features=["linear"], num_classes=10, weights=str(tmp_path / "r18.pth"))
+        pretrained(depth=18, out_features=["linear"], num_classes=10, weights=str(tmp_path / "r18.pth"))
     with pytest.raises(ValueError, match=r"shape mismatch for res2\.0\.conv1\.weight"):
-        ResNet(depth=50, weights=str(tmp_path / "r18.pth"))
+        pretrained(depth=50, weights=str(tmp_path / "r18.pth"))
 
 
 def test_our_own_checkpoint_with_prefix_and_wrapper(tmp_path):
@@ -61,7 +68,7 @@ def test_our_own_checkpoint_with_prefix_and_wrapper(tmp_path):
     torch.save(
         {"model": {f"backbone.{k}": v for k, v in src.state_dict().items()}, "iter": 3}, tmp_path / "m.pth"
     )
-    dst = ResNet(depth=18, out_features=["res4"], weights=str(tmp_path / "m.pth"))
+    dst = pretrained(depth=18, out_features=["res4"], weights=str(tmp_path / "m.pth"))
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(features(src, x)["res4"], features(dst, x)["res4"])
 
@@ -93,11 +100,12 @@ def test_torchvision_scheme_loads_from_the_hub_cache(tmp_path, tv18, monkeypatch
     """torchvision://resnet18 resolves to torchvision's URL and file name; a cached file
     is used without any download."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("DENSENETS_CACHE", raising=False)
     monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
     (tmp_path / "checkpoints").mkdir()
     torch.save(tv18.state_dict(), tmp_path / "checkpoints" / url.rsplit("/", 1)[-1])
-    model = ResNet(depth=18, out_features=["linear"], weights="torchvision://resnet18")
+    model = pretrained(depth=18, out_features=["linear"], weights="torchvision://resnet18")
     torch.testing.assert_close(model.linear.weight, tv18.fc.weight)
     with pytest.raises(ValueError, match="no entry 'IMAGENET1K_V9'"):
         resolve_weights("torchvision://resnet18.IMAGENET1K_V9")
@@ -111,7 +119,8 @@ def test_download_failure_names_the_url_and_the_cache_path(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(RuntimeError) as info:
+    monkeypatch.delenv("DENSENETS_CACHE", raising=False)
+    with pytest.raises(WeightsUnavailableError) as info:
         resolve_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
     message = str(info.value)
     assert "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl" in message
@@ -122,6 +131,6 @@ def test_download_failure_names_the_url_and_the_cache_path(tmp_path, monkeypatch
 
 def test_bad_weights_values():
     with pytest.raises(FileNotFoundError, match="weights: no such file nowhere.pth"):
-        ResNet(depth=18, weights="nowhere.pth")
+        pretrained(depth=18, weights="nowhere.pth")
     with pytest.raises(ValueError, match="unknown source"):
-        ResNet(depth=18, weights="s3://bucket/r50.pth")
+        pretrained(depth=18, weights="s3://bucket/r50.pth")

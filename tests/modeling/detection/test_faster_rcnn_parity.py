@@ -185,7 +185,11 @@ def test_detectron2_recipe_backbone_computes_what_detectron2_computes(tmp_path):
     cfg = load_config(
         D2_CONFIG, [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.backbone.channels_last=false"]
     )
-    ours = build(cfg.model, MODELS).double().eval()
+    ours = build(cfg.model, MODELS)
+    from densenets.modeling.backbones.weights import load_pretrained_weights
+
+    assert load_pretrained_weights(ours) == [str(tmp_path / "R-50.pkl")]  # what training starts from
+    ours = ours.double().eval()
     ours.pixel_mean.copy_(torch.tensor(cfg.model.pixel_mean, dtype=torch.float64).view(-1, 1, 1))
     ref = detectron2_network(tv, blobs)
     assert EPS == 1e-5
