@@ -97,23 +97,17 @@ def _tensor(value: Any) -> torch.Tensor:
 
 
 def _apply(name: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
+    """The first rule's template filled in: ``{1}`` a match group, ``{r}`` group 1's
+    ``layerK`` as ``res{K+1}``'s number, ``{s}`` group 1's stem Sequential index as 1..3."""
     for pattern, template in rules:
         m = pattern.fullmatch(name)
         if m:
-            groups = {str(i): g for i, g in enumerate(m.groups(), 1)}
-            if "{r}" in template:
-                groups["r"] = str(int(m[1]) + 1)  # layer1..layer4 -> res2..res5
-            if "{s}" in template:
-                groups["s"] = str(int(m[1]) // 3 + 1)  # Sequential index -> stem conv/norm 1..3
-            return template.format_map(_Groups(groups))
+            fields = {str(i): g for i, g in enumerate(m.groups(), 1)}
+            if m.groups():
+                fields["r"] = str(int(m[1]) + 1) if m[1].isdigit() else ""
+                fields["s"] = str(int(m[1]) // 3 + 1) if m[1].isdigit() else ""
+            return re.sub(r"\{(\w+)\}", lambda f: fields[f[1]], template)
     return None
-
-
-class _Groups(dict):
-    """`str.format_map` lookups by group number ("1") or name ("r", "s")."""
-
-    def __missing__(self, key: str) -> str:
-        raise KeyError(f"template group {key!r}")
 
 
 def _rename(
