@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from mm_reference import build_mmdet, photo, randomise_offsets, require, save_like_training
 
 from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert
 from densenets.tools.convert_checkpoint import main as convert_main
-
-from mm_reference import build_mmdet, photo, randomise_offsets, require, save_like_training
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "detection"
 COCO = tuple(f"class{i}" for i in range(80))
@@ -28,25 +27,45 @@ CASES = {
 }  # fmt: skip
 
 
-def _randomise_heads(ref) -> None:
-    """Spread objectness and class scores (mmdet's init gives ~uniform ones, under the
-    0.05 score threshold), keep the deltas small as trained ones are."""
+def _calibrate_heads(ref, x: torch.Tensor) -> None:
+    """Random head weights scaled to the features of `x`: objectness logits of std ~2,
+    class logits of std ~3 (so that some scores pass the 0.05 threshold; mmdet's init
+    gives ~uniform ones under it), box deltas small as trained ones are. Continuous
+    random scores leave no ties, so both models' orderings are defined."""
     g = torch.Generator().manual_seed(3)
+    rpn, head = ref.rpn_head, ref.roi_head.bbox_head
+    seen = {}
+    hook = head.fc_cls.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))  # returns None
     with torch.no_grad():
-        for layer, std in ((ref.rpn_head.rpn_cls, 0.2), (ref.rpn_head.rpn_reg, 0.01),
-                           (ref.roi_head.bbox_head.fc_cls, 0.15), (ref.roi_head.bbox_head.fc_reg, 0.01)):  # fmt: skip
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * std)
-            layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * std)
+        feats = ref.extract_feat(x)
+        t = torch.cat([F.relu(rpn.rpn_conv(f)).flatten(2) for f in feats], dim=2)
+        rms = t.pow(2).mean().sqrt() * t.shape[1] ** 0.5  # std of a unit-weight 1x1 conv output
+        _fill(rpn.rpn_cls, 2.0 / rms, g)
+        _fill(rpn.rpn_reg, 0.1 / rms, g)
+        ref.predict(x, [_sample(x, x.shape[-2:])])
+        rms = seen["x"].pow(2).mean().sqrt() * seen["x"].shape[1] ** 0.5
+        _fill(head.fc_cls, 3.0 / rms, g)
+        _fill(head.fc_reg, 0.5 / rms, g)
+    hook.remove()
+
+
+def _fill(layer: torch.nn.Module, std: float, g: torch.Generator) -> None:
+    layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * std)
+    layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * 0.1)
+
+
+def _sample(x: torch.Tensor, size: tuple[int, int]):
+    from mmdet.structures import DetDataSample
+
+    meta = {"img_shape": tuple(size), "ori_shape": tuple(size), "scale_factor": (1.0, 1.0),
+            "pad_shape": tuple(x.shape[-2:]), "batch_input_shape": tuple(x.shape[-2:])}  # fmt: skip
+    return DetDataSample(metainfo=meta)
 
 
 def _reference(ref, x: torch.Tensor, size: tuple[int, int]):
     """mmdetection's `predict` on the padded batch (as its data preprocessor pads it)."""
-    from mmdet.structures import DetDataSample
-
-    meta = {"img_shape": size, "ori_shape": size, "scale_factor": (1.0, 1.0), "pad_shape": tuple(x.shape[-2:]),
-            "batch_input_shape": tuple(x.shape[-2:])}  # fmt: skip
     with torch.no_grad():
-        inst = ref.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0].pred_instances
+        inst = ref.predict(x, [_sample(x, size)], rescale=True)[0].pred_instances
         feats = ref.extract_feat(x)
     return inst, feats
 
@@ -59,16 +78,9 @@ def test_mmdet_checkpoint_gives_mmdet_detections(tmp_path, name):
     require("mmdet")
     mm_config, config = CASES[name]
     ref = build_mmdet(mm_config)
-    _randomise_heads(ref)
     if name in ("dconv", "mdconv"):
         assert randomise_offsets(ref) == 13  # every 3x3 conv of res3..res5 (4 + 6 + 3 blocks)
-    save_like_training(ref, tmp_path / "mm.pth", "mmdet", COCO)
-    assert convert_main(["--from", "mmdet", str(tmp_path / "mm.pth"), str(tmp_path / "ours.pth")]) == 0
     model_cfg = load_config(CONFIGS / config, ["model.backbone.weights=null"]).model
-    ours = build(model_cfg, MODELS)
-    ours.load_state_dict(torch.load(tmp_path / "ours.pth", weights_only=True)["model"], strict=True)
-    ours, ref = ours.eval().double(), ref.double()
-
     rgb = torch.from_numpy(photo(*SIZE)).permute(2, 0, 1).contiguous()  # uint8 [3, H, W]
     pre = ref.data_preprocessor
     image = rgb if pre._channel_conversion else rgb.flip(0)  # mmdet reads BGR files
@@ -79,13 +91,27 @@ def test_mmdet_checkpoint_gives_mmdet_detections(tmp_path, name):
     # our input convention (pixel_mean/std, input_format) is mmdet's data preprocessor's
     mm_x = pre({"inputs": [rgb.flip(0)], "data_samples": None}, training=False)["inputs"]
     torch.testing.assert_close(mm_x.double(), x, rtol=0, atol=1e-4)
+    _calibrate_heads(ref, x.float())
+
+    save_like_training(ref, tmp_path / "mm.pth", "mmdet", COCO)
+    assert convert_main(["--from", "mmdet", str(tmp_path / "mm.pth"), str(tmp_path / "ours.pth")]) == 0
+    ours = build(model_cfg, MODELS)
+    ours.load_state_dict(torch.load(tmp_path / "ours.pth", weights_only=True)["model"], strict=True)
+    ours, ref = ours.eval().double(), ref.double()
 
     inst, feats = _reference(ref, x, SIZE)
     with torch.no_grad():
-        ours_feats = ours.extract_features(x)
+        proposals = ref.rpn_head.predict(feats, [_sample(x, SIZE)], rescale=False)[0]
+        images = ours.preprocess([{"image": rgb}])
+        ours_feats = ours.extract_features(images.tensor)
+        ours_proposals, ours_logits, _ = ours.rpn(images, ours_feats)
         det = ours([{"image": rgb, "orig_size": SIZE}])[0]["instances"]
+    torch.testing.assert_close(images.tensor, x, rtol=0, atol=0)
     for level, f in zip(("p2", "p3", "p4", "p5", "p6"), feats):
         torch.testing.assert_close(ours_feats[level], f, rtol=1e-9, atol=1e-9 * f.abs().max().item())
+    # the same proposals in the same order (mmdet scores are sigmoids of our logits)
+    torch.testing.assert_close(ours_proposals[0], proposals.bboxes, rtol=1e-9, atol=1e-7)
+    torch.testing.assert_close(ours_logits[0].sigmoid(), proposals.scores, rtol=1e-9, atol=1e-12)
     assert len(inst.scores) >= 20, "the random heads should give detections over the threshold"
     assert torch.equal(det["labels"], inst.labels)
     torch.testing.assert_close(det["scores"], inst.scores, rtol=1e-9, atol=1e-12)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from mm_reference import build_mmseg, photo, require, save_like_training
 
 from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert
 from densenets.tools.convert_checkpoint import main as convert_main
-
-from mm_reference import build_mmseg, photo, require, save_like_training
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "segmentation"
 MEAN = torch.tensor([123.675, 116.28, 103.53], dtype=torch.float64).view(3, 1, 1)
@@ -106,7 +105,11 @@ def test_backbone_only_checkpoint_converts_to_a_v1c_resnet():
             continue
         stage, block, rest = module.split(".", 2) if module.startswith("res") else (None, None, module)
         layer = f"layer{int(stage[3]) - 1}.{block}"
-        rest = rest.replace("norm", "bn").replace("shortcut.conv", "downsample.0").replace("shortcut.bn", "downsample.1")
+        rest = (
+            rest.replace("norm", "bn")
+            .replace("shortcut.conv", "downsample.0")
+            .replace("shortcut.bn", "downsample.1")
+        )
         mm[f"{layer}.{rest}.{param}"] = value
     out = convert("mmseg", {"meta": {}, "state_dict": mm})
     assert out.keys() == ours.state_dict().keys()

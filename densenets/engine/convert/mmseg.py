@@ -106,7 +106,7 @@ def _apply(name: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
             if m.groups():
                 fields["r"] = str(int(m[1]) + 1) if m[1].isdigit() else ""
                 fields["s"] = str(int(m[1]) // 3 + 1) if m[1].isdigit() else ""
-            return re.sub(r"\{(\w+)\}", lambda f: fields[f[1]], template)
+            return re.sub(r"\{(\w+)\}", lambda f, fields=fields: fields[f[1]], template)
     return None
 
 
@@ -154,7 +154,9 @@ def mmseg_to_densenets(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]
     out.update(_rename(state_dict, _HEAD, "auxiliary_head.", "auxiliary_head.", source))
     stray = [k for k in state_dict if not k.startswith(("backbone.", "decode_head.", "auxiliary_head."))]
     if stray:
-        raise KeyError(f"{source}: no rule maps checkpoint key {stray[0]!r} (only backbone and heads convert)")
+        raise KeyError(
+            f"{source}: no rule maps checkpoint key {stray[0]!r} (only backbone and heads convert)"
+        )
     return out
 
 

@@ -166,7 +166,9 @@ class DeepLabV3PlusHead(DeepLabV3Head):
         loss: SemSegLoss | Mapping | None = None,
         align_corners: bool = False,
     ) -> None:
-        super().__init__(input_shape, num_classes, aspp, in_feature, channels, norm, dropout, loss, align_corners)
+        super().__init__(
+            input_shape, num_classes, aspp, in_feature, channels, norm, dropout, loss, align_corners
+        )
         low_in = feature_shape(input_shape, low_level_feature, "low_level_feature").channels
         self.low_level_feature = low_level_feature
         self.low_level = conv_bn_relu(low_in, low_level_channels, 1, norm=norm)

@@ -54,8 +54,10 @@ class SegInference:
         self.stride = tuple(int(v) for v in self.stride)
         self.scales = tuple(float(s) for s in self.scales)
         if len(self.crop_size) != 2 or len(self.stride) != 2 or min(self.crop_size + self.stride) <= 0:
-            raise ValueError(f"inference: crop_size and stride must be two positive ints, got "
-                             f"{list(self.crop_size)} and {list(self.stride)}")
+            raise ValueError(
+                f"inference: crop_size and stride must be two positive ints, got "
+                f"{list(self.crop_size)} and {list(self.stride)}"
+            )
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"inference.scales: expected positive factors, got {list(self.scales)}")
 
@@ -125,7 +127,9 @@ class EncoderDecoder(nn.Module):
             for key in ("decode_head", "auxiliary_head")
             if cfg.get(key) is not None
         }
-        kwargs = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "decode_head", "auxiliary_head")}
+        kwargs = {
+            k: v for k, v in cfg.items() if k not in ("type", "backbone", "decode_head", "auxiliary_head")
+        }
         if "inference" in kwargs and isinstance(kwargs["inference"], Mapping):
             kwargs["inference"] = dict(kwargs["inference"])
         return cls(backbone=backbone, **heads, **kwargs)
@@ -169,7 +173,9 @@ class EncoderDecoder(nn.Module):
         for indices in groups.values():
             items = [batch[i] for i in indices]
             images = self.preprocess(items, size_divisibility=0)
-            for i, result in zip(indices, self.postprocess(self.inference(images), images.image_sizes, items)):
+            for i, result in zip(
+                indices, self.postprocess(self.inference(images), images.image_sizes, items)
+            ):
                 results[i] = result
         return results
 
@@ -203,7 +209,9 @@ class EncoderDecoder(nn.Module):
         torchvision's segmenters do, for any H and W.
         """
         logits = self.decode_head(self.backbone(images))  # (N, K, ~H / s, ~W / s)
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return F.interpolate(
+            logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
 
     def slide_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits Tensor[N, K, H, W] averaged over overlapping sliding windows."""
@@ -214,7 +222,9 @@ class EncoderDecoder(nn.Module):
         logits = count = None
         for i in range(0, len(boxes), cfg.window_batch):
             chunk = boxes[i : i + cfg.window_batch]
-            crops = torch.cat([images[..., y : y + ch, x : x + cw] for y, x in chunk])  # (len * N, 3, ch', cw')
+            crops = torch.cat(
+                [images[..., y : y + ch, x : x + cw] for y, x in chunk]
+            )  # (len * N, 3, ch', cw')
             out = self.encode_decode(crops).split(images.shape[0])
             if logits is None:
                 logits = images.new_zeros((images.shape[0], out[0].shape[1], h, w))
@@ -233,8 +243,16 @@ class EncoderDecoder(nn.Module):
         probs = None
         views = [(s, f) for s in cfg.scales for f in ((False, True) if cfg.flip else (False,))]
         for scale, flip in views:
-            view = x if scale == 1.0 else F.interpolate(
-                x, scale_factor=scale, mode="bilinear", align_corners=self.align_corners, recompute_scale_factor=True
+            view = (
+                x
+                if scale == 1.0
+                else F.interpolate(
+                    x,
+                    scale_factor=scale,
+                    mode="bilinear",
+                    align_corners=self.align_corners,
+                    recompute_scale_factor=True,
+                )
             )
             if flip:
                 view = view.flip(-1)
@@ -247,7 +265,9 @@ class EncoderDecoder(nn.Module):
             probs = p if probs is None else probs.add_(p)
         return probs / len(views)
 
-    def postprocess(self, probs: torch.Tensor, image_sizes: list[tuple[int, int]], batch: list[dict]) -> list[dict]:
+    def postprocess(
+        self, probs: torch.Tensor, image_sizes: list[tuple[int, int]], batch: list[dict]
+    ) -> list[dict]:
         """Crop each image's probabilities out of the padded batch and resize them to
         its `orig_size` (when the test transform resized it)."""
         results = []

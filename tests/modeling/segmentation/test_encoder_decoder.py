@@ -233,16 +233,23 @@ def test_inference_does_not_pad_sizes_that_are_not_multiples_of_8():
     padding to 8 changes the logits near the border (and classes) of a 250 x 500 image."""
     model = _r18_d8_fcn()
     assert model.size_divisibility == 8
-    images = [torch.randint(0, 256, (3, 250, 500), dtype=torch.uint8), torch.randint(0, 256, (3, 61, 93), dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 256, (3, 250, 500), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 61, 93), dtype=torch.uint8),
+    ]
     with torch.no_grad():
         expected = []
         for image in images:
             x = ((image.double() - model.pixel_mean) / model.pixel_std)[None]
             logits = model.decode_head(model.backbone(x))  # the reference: no padding ...
-            expected.append(F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False))
+            expected.append(
+                F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            )
             torch.testing.assert_close(model.encode_decode(x), expected[-1], rtol=0, atol=0)
             padded = F.pad(x, (0, -x.shape[-1] % 8, 0, -x.shape[-2] % 8))  # ... padding changes it
-            old = F.interpolate(model.decode_head(model.backbone(padded)), size=padded.shape[-2:], mode="bilinear")
+            old = F.interpolate(
+                model.decode_head(model.backbone(padded)), size=padded.shape[-2:], mode="bilinear"
+            )
             assert not torch.allclose(old[..., : x.shape[-2], : x.shape[-1]], expected[-1], atol=1e-3)
         # a batch of two sizes: each image gets the result it gets alone
         preds = model([{"image": image} for image in images])
