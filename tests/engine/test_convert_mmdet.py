@@ -84,8 +84,9 @@ def test_mmdet_checkpoint_gives_mmdet_detections(tmp_path, name):
     rgb = torch.from_numpy(photo(*SIZE)).permute(2, 0, 1).contiguous()  # uint8 [3, H, W]
     pre = ref.data_preprocessor
     image = rgb if pre._channel_conversion else rgb.flip(0)  # mmdet reads BGR files
-    mean = torch.tensor(model_cfg.pixel_mean, dtype=torch.float64).view(3, 1, 1)
-    std = torch.tensor(model_cfg.pixel_std, dtype=torch.float64).view(3, 1, 1)
+    # our statistics are float32 buffers (as mmdet's): both models get these exact inputs
+    mean = torch.tensor(model_cfg.pixel_mean, dtype=torch.float32).double().view(3, 1, 1)
+    std = torch.tensor(model_cfg.pixel_std, dtype=torch.float32).double().view(3, 1, 1)
     x = (image.double() - mean) / std
     x = F.pad(x, (0, 448 - SIZE[1], 0, 320 - SIZE[0]))[None]
     # our input convention (pixel_mean/std, input_format) is mmdet's data preprocessor's
