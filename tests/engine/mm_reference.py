@@ -35,7 +35,9 @@ def require(package: str) -> None:
     for name in ("mmengine", "mmcv", package):
         if importlib.util.find_spec(name) is None:
             pytest.skip(
-                f"needs {name} (pip install mmengine mmcv-lite mmsegmentation mmdet) to build the reference model"
+                f"needs {name} to build the reference model (pip install --no-deps mmengine==0.10.7 "
+                "mmcv-lite==2.1.0 mmsegmentation==1.2.2 mmdet==3.3.0 and their pure-Python deps, "
+                "docs/segmentation.md)"
             )
     _install_ext_kernels()
     logging.getLogger("mmengine").setLevel(logging.WARNING)  # init_weights logs every tensor
