@@ -33,4 +33,4 @@ def convert(name: str, obj: Any) -> dict:
     return CONVERTERS[name](obj)
 
 # Converters register themselves on import.
-from . import detection, detr, edsr, resnet, segmentation  # noqa: E402, F401
+from . import detection, detr, edsr, mmdet, mmseg, resnet, segmentation  # noqa: E402, F401

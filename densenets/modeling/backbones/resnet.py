@@ -1,4 +1,4 @@
-"""The ResNet family as a feature extractor: ResNet, ResNeXt, Wide ResNet, ResNet-D.
+"""The ResNet family as a feature extractor: ResNet, ResNeXt, Wide ResNet, ResNet-C/D.
 
 Papers: He et al., "Deep Residual Learning for Image Recognition" (2016); Xie et al.,
 "Aggregated Residual Transformations for Deep Neural Networks" (ResNeXt, 2017);
@@ -49,6 +49,9 @@ PRESETS: dict[str, dict] = {
     "wide_resnet101_2": {"depth": 101, "width_per_group": 128},
     "resnet50d": {"depth": 50, "deep_stem": True, "avg_down": True},
     "resnet101d": {"depth": 101, "deep_stem": True, "avg_down": True},
+    # mmsegmentation's ResNetV1c: the deep stem alone (plain strided shortcuts).
+    "resnet50v1c": {"depth": 50, "deep_stem": True},
+    "resnet101v1c": {"depth": 101, "deep_stem": True},
 }
 
 
@@ -263,7 +266,8 @@ class ResNet(nn.Module):
             (torchvision's ``replace_stride_with_dilation`` layout).
         groups: 3x3 conv groups (ResNeXt cardinality).
         width_per_group: bottleneck width per group in res2 (64 standard, 128 wide).
-        deep_stem: ResNet-C stem (three 3x3 convs).
+        deep_stem: ResNet-C stem (three 3x3 convs, 3 -> 32 -> 32 -> 64); without
+            `avg_down` this is mmsegmentation's ResNetV1c, with it ResNet-D (V1d).
         avg_down: ResNet-D shortcut (2x2 average pool before a stride-1 1x1 conv).
         stage_with_dcn: per stage (res2..res5), whether its 3x3 convs are deformable.
         dcn_modulated: modulated DCNv2 instead of DCNv1.

@@ -40,6 +40,9 @@ class ASPP(nn.Module):
         dropout: after the projection.
         norm: norm of every conv.
         align_corners: of the image-pooling broadcast (a constant map either way).
+        pool_first: put the image-pooling branch first in the concatenation
+            (mmsegmentation's `ASPPHead`) instead of last (torchvision, the DeepLab papers);
+            it matters only to the layer that reads the concatenation.
 
     Attributes:
         out_channels: channels of the output.
@@ -55,6 +58,7 @@ class ASPP(nn.Module):
         dropout: float = 0.0,
         norm: str | dict | None = "BN",
         align_corners: bool = False,
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
         atrous = SeparableConvNormAct if separable else conv_bn_relu
@@ -64,6 +68,7 @@ class ASPP(nn.Module):
         )
         self.image_pool = conv_bn_relu(in_channels, channels, 1, norm=norm)
         self.align_corners = align_corners
+        self.pool_first = pool_first
         concat = (len(rates) + 2) * channels
         self.project = conv_bn_relu(concat, channels, 1, norm=norm) if project else None
         self.dropout = nn.Dropout(dropout) if project and dropout > 0 else nn.Identity()
@@ -73,7 +78,8 @@ class ASPP(nn.Module):
         """Tensor[N, C_in, h, w] -> Tensor[N, out_channels, h, w]."""
         outs = [branch(x) for branch in self.branches]
         pooled = self.image_pool(F.adaptive_avg_pool2d(x, 1))  # (N, channels, 1, 1)
-        outs.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners))
+        pooled = F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        outs.insert(0 if self.pool_first else len(outs), pooled)
         out = torch.cat(outs, dim=1)
         if self.project is not None:
             out = self.dropout(self.project(out))
@@ -160,7 +166,9 @@ class DeepLabV3PlusHead(DeepLabV3Head):
         loss: SemSegLoss | Mapping | None = None,
         align_corners: bool = False,
     ) -> None:
-        super().__init__(input_shape, num_classes, aspp, in_feature, channels, norm, dropout, loss, align_corners)
+        super().__init__(
+            input_shape, num_classes, aspp, in_feature, channels, norm, dropout, loss, align_corners
+        )
         low_in = feature_shape(input_shape, low_level_feature, "low_level_feature").channels
         self.low_level_feature = low_level_feature
         self.low_level = conv_bn_relu(low_in, low_level_channels, 1, norm=norm)

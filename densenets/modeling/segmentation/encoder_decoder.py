@@ -1,8 +1,9 @@
 """The encoder-decoder meta-architecture of FCN, DeepLabV3 and DeepLabV3+.
 
-normalise -> pad -> backbone (a dilated ResNet, output stride 8 or 16) -> decode head
+normalise -> backbone (a dilated ResNet, output stride 8 or 16) -> decode head
 (+ auxiliary head in training) -> losses, or -> logits resized to the image ->
-class probabilities at the original size.
+class probabilities at the original size. Training batches are padded to a common size
+(labels with ignore); inference never pads an image.
 
 Shapes: N images, K classes, H x W padded batch, (h, w) one image, s = head stride.
 """
@@ -53,8 +54,10 @@ class SegInference:
         self.stride = tuple(int(v) for v in self.stride)
         self.scales = tuple(float(s) for s in self.scales)
         if len(self.crop_size) != 2 or len(self.stride) != 2 or min(self.crop_size + self.stride) <= 0:
-            raise ValueError(f"inference: crop_size and stride must be two positive ints, got "
-                             f"{list(self.crop_size)} and {list(self.stride)}")
+            raise ValueError(
+                f"inference: crop_size and stride must be two positive ints, got "
+                f"{list(self.crop_size)} and {list(self.stride)}"
+            )
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"inference.scales: expected positive factors, got {list(self.scales)}")
 
@@ -124,7 +127,9 @@ class EncoderDecoder(nn.Module):
             for key in ("decode_head", "auxiliary_head")
             if cfg.get(key) is not None
         }
-        kwargs = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "decode_head", "auxiliary_head")}
+        kwargs = {
+            k: v for k, v in cfg.items() if k not in ("type", "backbone", "decode_head", "auxiliary_head")
+        }
         if "inference" in kwargs and isinstance(kwargs["inference"], Mapping):
             kwargs["inference"] = dict(kwargs["inference"])
         return cls(backbone=backbone, **heads, **kwargs)
@@ -144,17 +149,35 @@ class EncoderDecoder(nn.Module):
             Training: `{"loss_sem_seg": ..., "loss_aux": ...}` (scalars, weighted).
             Eval: per image `{"sem_seg": Tensor[K, H, W]}` class probabilities (float32).
         """
+        if not self.training:
+            return self.predict(batch)
         images = self.preprocess(batch)
-        if self.training:
-            targets = self.prepare_targets(batch, images)
-            return self.losses(images.tensor, targets)
-        probs = self.inference(images)
-        return self.postprocess(probs, images.image_sizes, batch)
+        targets = self.prepare_targets(batch, images)
+        return self.losses(images.tensor, targets)
 
-    def preprocess(self, batch: list[dict]) -> ImageList:
-        """Normalise each image and pad the batch to `size_divisibility` (pads are 0)."""
+    def preprocess(self, batch: list[dict], size_divisibility: int | None = None) -> ImageList:
+        """Normalise each image and pad the batch to `size_divisibility` (default: the
+        backbone's; pads are 0)."""
         images = [item["image"] for item in batch]
-        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility)
+        div = self.size_divisibility if size_divisibility is None else size_divisibility
+        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, div)
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        """Eval-mode predictions. Images of one size run together and none is padded, so
+        each image gets the result it gets alone (zero padding would change the
+        convolutions near its border), as in mmsegmentation and torchvision."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(batch):
+            groups.setdefault(tuple(item["image"].shape[-2:]), []).append(i)
+        results: list[dict] = [{} for _ in batch]
+        for indices in groups.values():
+            items = [batch[i] for i in indices]
+            images = self.preprocess(items, size_divisibility=0)
+            for i, result in zip(
+                indices, self.postprocess(self.inference(images), images.image_sizes, items)
+            ):
+                results[i] = result
+        return results
 
     def prepare_targets(self, batch: list[dict], images: ImageList) -> torch.Tensor:
         """int64 Tensor[N, H, W]: the labels padded like the images, with ignore."""
@@ -181,14 +204,14 @@ class EncoderDecoder(nn.Module):
     def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
         """Tensor[N, 3, H, W] normalised -> logits Tensor[N, K, H, W] at the input size.
 
-        The input is padded to `size_divisibility` first and the padding cropped off the
-        upsampled logits.
+        The input is not padded: the head's logits (about H / s x W / s, rounded as the
+        strided convs round) are resized straight to H x W, as mmsegmentation's and
+        torchvision's segmenters do, for any H and W.
         """
-        h, w = images.shape[-2:]
-        padded = ImageList.from_tensors(list(images), self.size_divisibility).tensor if self.size_divisibility > 1 else images
-        logits = self.decode_head(self.backbone(padded))  # (N, K, H_pad / s, W_pad / s)
-        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-        return logits[..., :h, :w]
+        logits = self.decode_head(self.backbone(images))  # (N, K, ~H / s, ~W / s)
+        return F.interpolate(
+            logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
 
     def slide_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits Tensor[N, K, H, W] averaged over overlapping sliding windows."""
@@ -199,7 +222,9 @@ class EncoderDecoder(nn.Module):
         logits = count = None
         for i in range(0, len(boxes), cfg.window_batch):
             chunk = boxes[i : i + cfg.window_batch]
-            crops = torch.cat([images[..., y : y + ch, x : x + cw] for y, x in chunk])  # (len * N, 3, ch', cw')
+            crops = torch.cat(
+                [images[..., y : y + ch, x : x + cw] for y, x in chunk]
+            )  # (len * N, 3, ch', cw')
             out = self.encode_decode(crops).split(images.shape[0])
             if logits is None:
                 logits = images.new_zeros((images.shape[0], out[0].shape[1], h, w))
@@ -218,8 +243,16 @@ class EncoderDecoder(nn.Module):
         probs = None
         views = [(s, f) for s in cfg.scales for f in ((False, True) if cfg.flip else (False,))]
         for scale, flip in views:
-            view = x if scale == 1.0 else F.interpolate(
-                x, scale_factor=scale, mode="bilinear", align_corners=self.align_corners, recompute_scale_factor=True
+            view = (
+                x
+                if scale == 1.0
+                else F.interpolate(
+                    x,
+                    scale_factor=scale,
+                    mode="bilinear",
+                    align_corners=self.align_corners,
+                    recompute_scale_factor=True,
+                )
             )
             if flip:
                 view = view.flip(-1)
@@ -232,7 +265,9 @@ class EncoderDecoder(nn.Module):
             probs = p if probs is None else probs.add_(p)
         return probs / len(views)
 
-    def postprocess(self, probs: torch.Tensor, image_sizes: list[tuple[int, int]], batch: list[dict]) -> list[dict]:
+    def postprocess(
+        self, probs: torch.Tensor, image_sizes: list[tuple[int, int]], batch: list[dict]
+    ) -> list[dict]:
         """Crop each image's probabilities out of the padded batch and resize them to
         its `orig_size` (when the test transform resized it)."""
         results = []

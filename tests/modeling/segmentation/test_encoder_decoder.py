@@ -215,3 +215,43 @@ def test_bad_inputs_are_reported():
             "file_name": "x.png"}]  # fmt: skip
     with pytest.raises(ValueError, match=r"x.png: sem_seg is \(8, 9\), image is \(8, 8\)"):
         model(bad)
+
+
+def _r18_d8_fcn() -> EncoderDecoder:
+    from densenets.modeling.backbones import ResNet
+
+    torch.manual_seed(0)
+    backbone = ResNet(18, out_features=["res5"], output_stride=8, contract_dilation=True, norm="BN")
+    head = FCNHead(backbone.output_shape(), 5, channels=32, num_convs=1, concat_input=True)
+    model = EncoderDecoder(backbone, head).eval().double()
+    _randomise_batchnorm(model)
+    return model
+
+
+def test_inference_does_not_pad_sizes_that_are_not_multiples_of_8():
+    """mmsegmentation and torchvision run the image as it is and resize the logits to it;
+    padding to 8 changes the logits near the border (and classes) of a 250 x 500 image."""
+    model = _r18_d8_fcn()
+    assert model.size_divisibility == 8
+    images = [
+        torch.randint(0, 256, (3, 250, 500), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 61, 93), dtype=torch.uint8),
+    ]
+    with torch.no_grad():
+        expected = []
+        for image in images:
+            x = ((image.double() - model.pixel_mean) / model.pixel_std)[None]
+            logits = model.decode_head(model.backbone(x))  # the reference: no padding ...
+            expected.append(
+                F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            )
+            torch.testing.assert_close(model.encode_decode(x), expected[-1], rtol=0, atol=0)
+            padded = F.pad(x, (0, -x.shape[-1] % 8, 0, -x.shape[-2] % 8))  # ... padding changes it
+            old = F.interpolate(
+                model.decode_head(model.backbone(padded)), size=padded.shape[-2:], mode="bilinear"
+            )
+            assert not torch.allclose(old[..., : x.shape[-2], : x.shape[-1]], expected[-1], atol=1e-3)
+        # a batch of two sizes: each image gets the result it gets alone
+        preds = model([{"image": image} for image in images])
+    for pred, ref in zip(preds, expected):
+        torch.testing.assert_close(pred["sem_seg"], ref[0].float().softmax(0))

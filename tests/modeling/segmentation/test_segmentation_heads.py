@@ -105,3 +105,15 @@ def test_bad_head_configs_name_the_key():
         DeepLabV3Head(SHAPES, 3, aspp={"rate": [1]})
     with pytest.raises(ValueError, match="num_convs: 0 needs"):
         FCNHead(SHAPES, 3, channels=8, num_convs=0)
+
+
+def test_aspp_pool_first_moves_only_the_pooled_block():
+    """mmsegmentation's order [pool, 1x1, rates...] is the default order [1x1, rates...,
+    pool] with the pooled block moved to the front; parameters and keys are the same."""
+    torch.manual_seed(0)
+    last = ASPP(64, channels=8, rates=(2, 4), project=False).eval()
+    first = ASPP(64, channels=8, rates=(2, 4), project=False, pool_first=True).eval()
+    first.load_state_dict(last.state_dict(), strict=True)
+    x = torch.randn(1, 64, 5, 7)
+    a, b = last(x), first(x)
+    torch.testing.assert_close(b, torch.cat([a[:, 24:], a[:, :24]], dim=1), rtol=0, atol=0)
