@@ -26,6 +26,7 @@ COCO_DETECTORS = {
     "detectron2-faster-rcnn": False,
     "detr": False,
     "dab-detr": False,
+    "mmdet": False,
 }
 
 
