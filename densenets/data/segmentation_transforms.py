@@ -21,6 +21,8 @@ import numpy as np
 
 from densenets.config import TRANSFORMS
 
+from .seeding import derive_seed, seed_albumentations
+
 __all__ = ["SemSegTrainTransform", "SemSegTestTransform", "cat_max_ratio_crop"]
 
 
@@ -118,9 +120,9 @@ class SemSegTrainTransform:
 
     def set_random_seed(self, seed: int) -> None:
         """Make the next calls reproducible (the loaders seed each item)."""
-        self.rng = np.random.default_rng(seed)
-        self.rescale.set_random_seed(seed)
-        self.flip_photo.set_random_seed(seed + 1)
+        self.rng = np.random.default_rng(derive_seed(seed, 0))
+        seed_albumentations(self.rescale, derive_seed(seed, 1))
+        seed_albumentations(self.flip_photo, derive_seed(seed, 2))
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         image, label = item["image"], np.asarray(item["sem_seg"]).astype(np.uint8)

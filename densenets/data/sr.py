@@ -42,14 +42,22 @@ def build_transforms(spec: Any) -> Transform | None:
         return spec
     if isinstance(spec, Mapping):
         return build(spec, TRANSFORMS)
-    steps = [build_transforms(s) for s in spec]
+    return TransformList([build_transforms(s) for s in spec])
 
-    def apply(item: dict[str, Any]) -> dict[str, Any]:
-        for step in steps:
+
+class TransformList:
+    """Transforms applied in order; `transforms` lets the loader seed each one."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        for step in self.transforms:
             item = step(item)
         return item
 
-    return apply
+    def __repr__(self) -> str:
+        return f"TransformList({self.transforms})"
 
 
 def _images(folder: Path) -> list[Path]:

@@ -124,6 +124,13 @@ class CheckpointHook(HookBase):
                 self.checkpointer.save("last.pth", state)
             comm.synchronize()
 
+    def on_interrupt(self) -> None:
+        state = self._state()
+        if comm.is_main_process():
+            path = self.checkpointer.save("last.pth", state)
+            logger.info("saved %s", path)
+        comm.synchronize()
+
     def after_train(self) -> None:
         state = self._state()
         if comm.is_main_process():

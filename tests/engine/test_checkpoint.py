@@ -44,7 +44,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     ck.save("last.pth", {"iteration": 1})
 
     def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
