@@ -5,14 +5,14 @@ read, python's `random`, numpy's and torch's global generators and every transfo
 with a generator of its own (`seeding.seed_transforms`: the dataset's, its
 `transforms`', each Albumentations pipeline's) are seeded from `(seed, g)`. Random
 augmentation thus depends neither on the number of workers or processes nor on where
-a run was resumed. Loader workers ignore SIGINT/SIGTERM: the main process decides how
-training stops (`engine/launch.py`) and ends them.
+a run was resumed. Loader workers run in a process group of their own, so Ctrl-C
+reaches only the main process, which decides how training stops (`engine/launch.py`).
 """
 
 from __future__ import annotations
 
+import os
 import random
-import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,10 +57,12 @@ class _PositionSeeded(Dataset):
         return self.dataset[index]
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C / SIGTERM to the main process, which stops cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _own_process_group(worker_id: int) -> None:
+    """Move a loader worker out of the terminal's process group: Ctrl-C (or a signal to
+    the whole group) reaches the main process only, which stops training cleanly and
+    then ends the workers itself."""
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
 
 
 def _per_process_batch(batch_size: int, accumulate: int) -> int:
@@ -118,7 +120,7 @@ def build_train_loader(
         num_workers=num_workers,
         collate_fn=list_collate,
         persistent_workers=num_workers > 0,
-        worker_init_fn=_ignore_stop_signals if num_workers > 0 else None,
+        worker_init_fn=_own_process_group if num_workers > 0 else None,
         # Its own generator: creating the loader (e.g. when resuming) must not draw from
         # the global RNG that the model's dropout uses.
         generator=torch.Generator().manual_seed(seed),

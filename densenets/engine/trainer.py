@@ -138,6 +138,11 @@ class Trainer:
             for h in self.hooks:
                 h.after_train()
         finally:
+            # End the loader's (persistent) workers now rather than at interpreter exit.
+            shutdown = getattr(getattr(self, "_data", None), "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._data = None
             for h in self.hooks:
                 h.close()
 
