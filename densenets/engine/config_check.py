@@ -28,7 +28,7 @@ __all__ = ["check_config", "run_differences", "RUN_KEYS"]
 # What defines a run's trajectory: `--resume` refuses a config that changes any of them.
 RUN_KEYS = (
     "model",
-    "data.train",
+    "data.train.transforms",
     "train.batch_size",
     "train.max_iter",
     "train.epochs",
@@ -40,6 +40,10 @@ RUN_KEYS = (
     "train.ema",
     "train.seed",
 )
+
+
+# Keys inside RUN_KEYS that do not change what a resumed run computes.
+_NOT_RUN = {"weights", "fused"}
 
 
 def _without_weights(node: Any) -> Any:
@@ -88,7 +92,7 @@ def _flatten(node: Any, path: str, out: dict[str, Any]) -> dict[str, Any]:
 def _run_view(cfg: Mapping) -> dict[str, Any]:
     """The RUN_KEYS of `cfg` as flat `key.path -> value`, train defaults filled in."""
     train = parse_section("train", cfg.get("train"))
-    view = {"train": dataclasses.asdict(train), "model": cfg.get("model"), "data": {"train": (cfg.get("data") or {}).get("train")}}
+    view = {"train": dataclasses.asdict(train), "model": cfg.get("model"), "data": cfg.get("data") or {}}
     out: dict[str, Any] = {}
     for key in RUN_KEYS:
         node: Any = view
@@ -112,6 +116,8 @@ def run_differences(saved: Mapping, current: Mapping) -> list[str]:
     missing = object()
     lines = []
     for key in sorted(set(a) | set(b)):
+        if key.rsplit(".", 1)[-1] in _NOT_RUN:
+            continue
         va, vb = a.get(key, missing), b.get(key, missing)
         if va != vb:
             show = lambda v: "(not set)" if v is missing else repr(v)  # noqa: E731
