@@ -28,7 +28,15 @@ from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_co
 # own (e.g. YAML anchors) and left alone.
 TOP_LEVEL_KEYS = ("model", "data", "train", "evaluation", "infer")
 
-__all__ = ["TOP_LEVEL_KEYS", "ConfigNode", "load_config", "dump_config", "apply_overrides", "parse_value", "validate_config"]
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "ConfigNode",
+    "load_config",
+    "dump_config",
+    "apply_overrides",
+    "parse_value",
+    "validate_config",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -154,7 +162,7 @@ def _read_yaml(path: Path, chain: list[Path]) -> dict:
 def _load_file(path: Path, chain: list[Path]) -> dict:
     path = Path(os.path.normpath(path.absolute()))
     if path in chain:
-        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path):], path])
+        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path) :], path])
         raise ConfigError(f"_base_ cycle: {cycle}")
     data = _read_yaml(path, chain)
     bases = data.pop("_base_", [])
@@ -243,7 +251,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             last = depth == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"{'.'.join(parts[:depth + 1])}: no such list index")
+                    raise ConfigError(f"{'.'.join(parts[: depth + 1])}: no such list index")
                 part = int(part)
             elif part not in node:
                 _check_new_key(node, part, path, add, created)
@@ -256,7 +264,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
                 node[part], created = {}, True
             node = node[part]
             if not isinstance(node, (dict, list)):
-                raise ConfigError(f"{'.'.join(parts[:depth + 1])}: is a value, not a mapping")
+                raise ConfigError(f"{'.'.join(parts[: depth + 1])}: is a value, not a mapping")
     return cfg
 
 

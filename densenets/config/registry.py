@@ -118,6 +118,7 @@ def register_section(name: str) -> Callable:
 
     return _add
 
+
 _ALL_REGISTRIES = (MODELS, BACKBONES, NECKS, HEADS, DATASETS, TRANSFORMS, EVALUATORS, VISUALIZERS)
 
 
@@ -151,15 +152,11 @@ def _required_keys(obj: Callable) -> set[str]:
     return {
         n
         for n, p in params.items()
-        if n != "self"
-        and p.default is p.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if n != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
-def check_keys(
-    cfg: Mapping, obj: Callable, path: str, extra: Mapping = (), require: bool = True
-) -> None:
+def check_keys(cfg: Mapping, obj: Callable, path: str, extra: Mapping = (), require: bool = True) -> None:
     """Raise ConfigError for keys of `cfg` that `obj` does not accept, and for values
     that do not fit the constructor's type hints (`types.check_value`).
 

@@ -20,7 +20,15 @@ __all__ = ["check_value", "type_hints", "describe", "POSITIVE_KEYS"]
 
 # Constructor arguments that must be positive integers wherever they appear.
 POSITIVE_KEYS = frozenset(
-    {"num_classes", "in_channels", "out_channels", "channels", "hidden_dim", "num_queries", "batch_size_per_image"}
+    {
+        "num_classes",
+        "in_channels",
+        "out_channels",
+        "channels",
+        "hidden_dim",
+        "num_queries",
+        "batch_size_per_image",
+    }
 )
 
 _SEQUENCES = (list, tuple, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection)
@@ -101,7 +109,7 @@ def _plural(tp: Any) -> str:
     if tp in words:
         return words[tp]
     text = describe(tp)
-    return "lists" + text[len("a list"):] if text.startswith("a list") else text
+    return "lists" + text[len("a list") :] if text.startswith("a list") else text
 
 
 def check_value(value: Any, annotation: Any, path: str) -> None:

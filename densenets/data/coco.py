@@ -51,7 +51,9 @@ def _image_problems(images: list[Mapping], problems: list[str]) -> set:
             if key not in img:
                 problems.append(f"{where}: no '{key}'")
         for key in ("width", "height"):
-            if key in img and not (isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0):
+            if key in img and not (
+                isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0
+            ):
                 problems.append(f"{where}: '{key}' must be a positive integer, got {img[key]!r}")
     return set(seen)
 
@@ -62,7 +64,9 @@ def _annotation_problems(ann: Mapping, i: int, image_ids: set, cat_ids: set) -> 
     if "image_id" in ann and ann["image_id"] not in image_ids:
         out.append(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
     if "category_id" in ann and ann["category_id"] not in cat_ids:
-        out.append(f"{where}: category_id {ann['category_id']!r} is not in 'categories' ({sorted(cat_ids, key=str)})")
+        out.append(
+            f"{where}: category_id {ann['category_id']!r} is not in 'categories' ({sorted(cat_ids, key=str)})"
+        )
     box = ann.get("bbox")
     if "bbox" in ann and not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
         out.append(f"{where}: 'bbox' must be [x, y, width, height], got {box!r}")
@@ -78,7 +82,9 @@ def coco_problems(data: Mapping) -> list[str]:
     image_ids = _image_problems(_dict_entries(data, "images", problems), problems)
     cats = _dict_entries(data, "categories", problems)
     cat_ids = {c["id"] for c in cats if "id" in c}
-    problems += [f"categories[{i}]: no '{k}'" for i, c in enumerate(cats) for k in ("id", "name") if k not in c]
+    problems += [
+        f"categories[{i}]: no '{k}'" for i, c in enumerate(cats) for k in ("id", "name") if k not in c
+    ]
     if len(cat_ids) != len([c for c in cats if "id" in c]):
         problems.append("duplicate category ids in 'categories'")
     for i, ann in enumerate(_dict_entries(data, "annotations", problems)):

@@ -106,7 +106,9 @@ def build_train_loader(
     ratios: Sequence[float] | None = getattr(dataset, "aspect_ratios", None)
     if aspect_ratio_grouping and ratios is not None:
         if len(ratios) != len(dataset):
-            raise ValueError(f"{type(dataset).__name__}.aspect_ratios has {len(ratios)} entries for {len(dataset)} items")
+            raise ValueError(
+                f"{type(dataset).__name__}.aspect_ratios has {len(ratios)} entries for {len(dataset)} items"
+            )
         # Grouping changes which positions share a batch, so each process groups its
         # own stream from the start and the resumed part skips the batches already used.
         sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=seed)

@@ -102,7 +102,11 @@ class SemSegTrainTransform:
             + [
                 A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
                 A.PadIfNeeded(
-                    *self.crop_size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index
+                    *self.crop_size,
+                    position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
                 ),
             ]
         )
@@ -145,7 +149,9 @@ class SemSegTestTransform:
     """
 
     def __init__(self, scale: Sequence[int] | None = None) -> None:
-        self.resize = A.LongestMaxSize(max_size_hw=_pair(scale, "scale"), p=1.0) if scale is not None else None
+        self.resize = (
+            A.LongestMaxSize(max_size_hw=_pair(scale, "scale"), p=1.0) if scale is not None else None
+        )
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         if self.resize is not None:

@@ -124,8 +124,10 @@ class SRPairs(Dataset):
             lr = read_image(self.lr_files[index])
             h, w = lr.shape[:2]
             if hr.shape[0] < s * h or hr.shape[1] < s * w:
-                raise ValueError(f"{hr_path}: HR {hr.shape[0]}x{hr.shape[1]} is smaller than {s} x LR "
-                                 f"{h}x{w} of {self.lr_files[index]}")
+                raise ValueError(
+                    f"{hr_path}: HR {hr.shape[0]}x{hr.shape[1]} is smaller than {s} x LR "
+                    f"{h}x{w} of {self.lr_files[index]}"
+                )
             hr = hr[: s * h, : s * w]
         if self.cache:
             self._cache[index] = (lr, hr)

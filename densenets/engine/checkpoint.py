@@ -137,7 +137,9 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
-            raise CheckpointError(f"{path}: no space left on device while writing the checkpoint; {kept}") from None
+            raise CheckpointError(
+                f"{path}: no space left on device while writing the checkpoint; {kept}"
+            ) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -163,7 +165,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
     if "checksum" in obj and state_digest(obj) != obj["checksum"]:
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupt (changed after it was written)")
+        raise CheckpointError(
+            f"{path}: checksum mismatch, the file is corrupt (changed after it was written)"
+        )
     return dict(obj)
 
 
@@ -203,7 +207,10 @@ def load_model_weights(
     unexpected = sorted(set(result.unexpected_keys) | set(shape_bad))
     if strict and (missing or unexpected):
         lines = [f"{name}: checkpoint does not match the model"]
-        lines += [f"  shape mismatch: {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shape_bad]
+        lines += [
+            f"  shape mismatch: {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in shape_bad
+        ]
         lines += [f"  missing: {k}" for k in missing if k not in shape_bad]
         lines += [f"  unexpected: {k}" for k in unexpected if k not in shape_bad]
         raise CheckpointError("\n".join(lines))
@@ -232,7 +239,9 @@ def set_rng_state(state: Mapping) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -266,7 +275,11 @@ class Checkpointer:
 
     def periodic(self) -> list[Path]:
         """Periodic checkpoints, oldest first."""
-        found = [(int(m.group(1)), p) for p in self.output_dir.glob("model_*.pth") if (m := self._PERIODIC.match(p.name))]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.output_dir.glob("model_*.pth")
+            if (m := self._PERIODIC.match(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def last(self) -> Path | None:

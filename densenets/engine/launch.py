@@ -61,12 +61,16 @@ def resolve_device(device: str = "auto") -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)")
+            raise ConfigError(
+                f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)"
+            )
         if device == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
         index, count = int(device.split(":")[1]), torch.cuda.device_count()
         if index >= count:
-            raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise ConfigError(
+                f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
     if device == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -82,7 +86,9 @@ def init_distributed(device: str = "auto") -> torch.device:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not comm.is_dist():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None
+        )
     return dev
 
 
@@ -131,33 +137,57 @@ def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | 
     wrapped: nn.Module = model
     if comm.get_world_size() > 1:
         ids = [dev.index] if dev.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=tcfg.find_unused_parameters)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=tcfg.find_unused_parameters
+        )
     if tcfg.compile:
         wrapped = torch.compile(wrapped)
 
     def loader_fn(start_iter: int):
         return build_train_loader(
-            train_set, tcfg.batch_size, accumulate=tcfg.accumulate, seed=tcfg.seed, start_iter=start_iter,
-            num_workers=dcfg.num_workers, aspect_ratio_grouping=dcfg.aspect_ratio_grouping,
+            train_set,
+            tcfg.batch_size,
+            accumulate=tcfg.accumulate,
+            seed=tcfg.seed,
+            start_iter=start_iter,
+            num_workers=dcfg.num_workers,
+            aspect_ratio_grouping=dcfg.aspect_ratio_grouping,
         )
 
     checkpointer = Checkpointer(output_dir, keep=tcfg.keep_checkpoints)
     extra = {"config": _config_text(cfg)}
     hooks = []
-    eval_fn = _eval_fn(cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped))
+    eval_fn = _eval_fn(
+        cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped)
+    )
     if eval_fn is not None:
         hooks.append(EvalHook(eval_fn, tcfg.eval_period, tcfg.best_metric, checkpointer, extra))
     elif tcfg.best_metric:
         raise ConfigError("train.best_metric: needs data.val and an evaluation section")
-    hooks += [CheckpointHook(checkpointer, tcfg.checkpoint_period, extra), LoggingHook(output_dir, tcfg.log_period, plot=tcfg.plot)]
+    hooks += [
+        CheckpointHook(checkpointer, tcfg.checkpoint_period, extra),
+        LoggingHook(output_dir, tcfg.log_period, plot=tcfg.plot),
+    ]
     trainer = Trainer(
-        wrapped, optimizer, scheduler, loader_fn, max_iter, accumulate=tcfg.accumulate, amp=tcfg.amp,
-        clip_grad=tcfg.clip_grad, ema=ema, hooks=hooks,
+        wrapped,
+        optimizer,
+        scheduler,
+        loader_fn,
+        max_iter,
+        accumulate=tcfg.accumulate,
+        amp=tcfg.amp,
+        clip_grad=tcfg.clip_grad,
+        ema=ema,
+        hooks=hooks,
     )
     trainer.checkpointer = checkpointer
     logger.info(
-        "training %s for %d iterations on %d process(es), %s, batch %d", type(model).__name__, max_iter,
-        comm.get_world_size(), dev, tcfg.batch_size,
+        "training %s for %d iterations on %d process(es), %s, batch %d",
+        type(model).__name__,
+        max_iter,
+        comm.get_world_size(),
+        dev,
+        tcfg.batch_size,
     )
     return trainer
 
@@ -209,17 +239,26 @@ def _resume_state(cfg: ConfigNode, output_dir: Path, resume: bool | str) -> tupl
     except CheckpointError as e:
         found = checkpointer.newest_intact(exclude=path) if resume is True else None
         if found is None:
-            where = "" if resume is not True else f"; no intact periodic checkpoint (model_*.pth) in {output_dir} either"
+            where = (
+                ""
+                if resume is not True
+                else f"; no intact periodic checkpoint (model_*.pth) in {output_dir} either"
+            )
             raise CheckpointError(f"{e}{where}") from None
-        logger.warning("%s; resuming from the newest intact checkpoint %s (iteration %d) instead",
-                       e, found[0], found[1].get("iteration", -1))
+        logger.warning(
+            "%s; resuming from the newest intact checkpoint %s (iteration %d) instead",
+            e,
+            found[0],
+            found[1].get("iteration", -1),
+        )
         path, state = found
     if isinstance(state.get("config"), str):
         saved = yaml.safe_load(state["config"]) or {}
         diffs = run_differences(saved, cfg)
         if diffs:
             raise ConfigError(
-                f"--resume: the config differs from the run saved in {path}:\n  " + "\n  ".join(diffs)
+                f"--resume: the config differs from the run saved in {path}:\n  "
+                + "\n  ".join(diffs)
                 + f"\n--resume continues a run exactly as it was. To train with these settings from its weights, "
                 f"start a new run: --finetune {path} --output NEW_DIR"
             )
@@ -280,7 +319,10 @@ def train(
 
 
 def evaluate(
-    cfg: ConfigNode, weights: str | os.PathLike | None, output_dir: str | os.PathLike, device: str | None = None
+    cfg: ConfigNode,
+    weights: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    device: str | None = None,
 ) -> dict[str, float]:
     """Evaluate `weights` (EMA weights when the checkpoint holds them) on `data.val`."""
     dcfg = parse_section("data", cfg.get("data"))

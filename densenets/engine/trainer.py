@@ -22,7 +22,15 @@ from torch.optim import Optimizer
 
 from densenets.utils import comm
 
-from .checkpoint import CheckpointError, NonFiniteError, get_rng_state, load_checkpoint, load_model_weights, set_rng_state, unwrap_model
+from .checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    get_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    set_rng_state,
+    unwrap_model,
+)
 from .ema import ModelEMA
 from .optim import WarmupLR, clip_gradients
 from .schema import ClipGradConfig
@@ -169,7 +177,9 @@ class Trainer:
         values = self._reduce_and_check(totals)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad)
+        grad_norm = clip_gradients(
+            [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad
+        )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -186,10 +196,14 @@ class Trainer:
 
     def _total(self, losses: Any) -> torch.Tensor:
         if not isinstance(losses, Mapping) or not losses:
-            raise TypeError(f"in training mode the model must return a non-empty dict of losses, got {type(losses).__name__}")
+            raise TypeError(
+                f"in training mode the model must return a non-empty dict of losses, got {type(losses).__name__}"
+            )
         for name, value in losses.items():
             if not isinstance(value, torch.Tensor) or value.ndim != 0:
-                raise TypeError(f"loss {name!r} must be a scalar tensor, got {getattr(value, 'shape', type(value))}")
+                raise TypeError(
+                    f"loss {name!r} must be a scalar tensor, got {getattr(value, 'shape', type(value))}"
+                )
         return sum(losses.values())
 
     def _sync_context(self, last: bool):
@@ -249,11 +263,15 @@ class Trainer:
         optimiser, EMA added or removed) is a CheckpointError naming `path`."""
         missing = [k for k in ("model", "optimizer", "scheduler", "iteration") if k not in state]
         if missing:
-            raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); "
-                                  "to start from its weights use --finetune / train.weights")
+            raise CheckpointError(
+                f"{path}: not a training checkpoint (no {', '.join(missing)}); "
+                "to start from its weights use --finetune / train.weights"
+            )
         if (self.ema is None) != (state.get("ema") is None):
             have = "has no EMA weights" if self.ema is not None else "has EMA weights"
-            raise CheckpointError(f"{path}: the checkpoint {have} but train.ema is {'set' if self.ema else 'null'}")
+            raise CheckpointError(
+                f"{path}: the checkpoint {have} but train.ema is {'set' if self.ema else 'null'}"
+            )
         load_model_weights(self.model, state, strict=True)
         try:
             self.optimizer.load_state_dict(state["optimizer"])

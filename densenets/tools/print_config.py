@@ -10,7 +10,9 @@ import sys
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)

@@ -23,21 +23,26 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("--output", help="run directory (default: runs/<config name>)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue the run in OUTPUT exactly from OUTPUT/last.pth (or, if that is corrupt, "
         "from the newest intact OUTPUT/model_*.pth)",
     )
     start.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="start over in an OUTPUT that holds a run (deletes its checkpoints, metrics and logs)",
     )
     parser.add_argument(
-        "--finetune", metavar="WEIGHTS",
+        "--finetune",
+        metavar="WEIGHTS",
         help="start a new schedule from the model weights of WEIGHTS (same as train.weights=WEIGHTS)",
     )
     parser.add_argument("--device", help="overrides train.device: auto, cpu, cuda, cuda:N or mps")
@@ -68,9 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:
         if comm.is_main_process():
             print(f"{e}; continue with --resume --output {output}", file=sys.stderr)
-        return 128 + int(getattr(signal, e.signal_name, signal.SIGINT)) if e.signal_name.startswith("SIG") else 130
+        return (
+            128 + int(getattr(signal, e.signal_name, signal.SIGINT))
+            if e.signal_name.startswith("SIG")
+            else 130
+        )
     except KeyboardInterrupt:
-        print("interrupted (second signal): not saved; --resume continues from the last checkpoint", file=sys.stderr)
+        print(
+            "interrupted (second signal): not saved; --resume continues from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     except (ConfigError, CheckpointError, FileNotFoundError, RunDirLockedError) as e:
         print(f"error: {e}", file=sys.stderr)

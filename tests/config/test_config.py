@@ -116,7 +116,9 @@ def test_registered_sections_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.optimizer\.lrr: unknown key, did you mean lr\?"):
         load_config(tmp_path / "e.yaml", ["train.optimizer.lrr=0.5"])
     write(tmp_path / "f.yaml", {"train": {"max_iter": 10, "optimizer": {"type": "SGD", "momentun": 0.9}}})
-    with pytest.raises(ConfigError, match=r"train\.optimizer\.momentun: unknown key, did you mean momentum\?"):
+    with pytest.raises(
+        ConfigError, match=r"train\.optimizer\.momentun: unknown key, did you mean momentum\?"
+    ):
         load_config(tmp_path / "f.yaml")
 
 
@@ -138,15 +140,22 @@ def test_validate_catches_misspelt_key_in_file(tmp_path, toy_registry):
 
 
 def test_build_and_registry_errors(toy_registry):
-    cfg = ConfigNode({"model": {"type": "Model", "backbone": {"type": "Backbone", "depth": 18}, "num_classes": 3}})
+    cfg = ConfigNode(
+        {"model": {"type": "Model", "backbone": {"type": "Backbone", "depth": 18}, "num_classes": 3}}
+    )
     model = build(cfg.model, toy_registry)
     assert model.backbone.depth == 18 and model.num_classes == 3
-    with pytest.raises(ConfigError, match=r"model\.backbone\.type: unknown toy type 'Backbon', did you mean Backbone\?"):
+    with pytest.raises(
+        ConfigError, match=r"model\.backbone\.type: unknown toy type 'Backbon', did you mean Backbone\?"
+    ):
         build(ConfigNode({"model": {"backbone": {"type": "Backbon"}}}).model.backbone, toy_registry)
     with pytest.raises(ConfigError, match=r"model\.backbone: missing required argument 'depth'"):
         build(ConfigNode({"model": {"backbone": {"type": "Backbone"}}}).model.backbone, toy_registry)
     with pytest.raises(ConfigError, match=r"model\.backbone\.widht: unknown key, did you mean width\?"):
-        build(ConfigNode({"model": {"backbone": {"type": "Backbone", "depth": 1, "widht": 2}}}).model.backbone, toy_registry)
+        build(
+            ConfigNode({"model": {"backbone": {"type": "Backbone", "depth": 1, "widht": 2}}}).model.backbone,
+            toy_registry,
+        )
     with pytest.raises(ConfigError, match=r"x: missing 'type'"):
         build(ConfigNode({"x": {"depth": 1}}).x, toy_registry)
     assert "Backbone" in toy_registry and list(toy_registry) == ["Backbone", "Model"]

@@ -43,7 +43,10 @@ def _both_tools(config: str, overrides: list[str], tmp_path, capsys) -> list[str
         ("train.optimizer.momentum=1.5", "train.optimizer.momentum: must be in [0, 1), got 1.5"),
         ("train.scheduler.steps=abc", "train.scheduler.steps: expected a list of integers, got 'abc'"),
         ("train.batch_size=2.5", "train.batch_size: expected an integer, got 2.5"),
-        ("model.roi_heads.num_classes=-3", "model.roi_heads.num_classes: expected a positive integer, got -3"),
+        (
+            "model.roi_heads.num_classes=-3",
+            "model.roi_heads.num_classes: expected a positive integer, got -3",
+        ),
         ("model.rpn.nms_thresh=abc", "model.rpn.nms_thresh: expected a number, got 'abc'"),
         ("train.device=gpu", "train.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ],
@@ -53,7 +56,9 @@ def test_wrong_values_are_one_line_errors_in_both_tools(override, message, tmp_p
         assert line == f"error: {message}"
 
 
-@pytest.mark.parametrize("typo, section", [("trian", "train"), ("evalution", "evaluation"), ("infre", "infer")])
+@pytest.mark.parametrize(
+    "typo, section", [("trian", "train"), ("evalution", "evaluation"), ("infre", "infer")]
+)
 def test_misspelt_sections_in_a_file(typo, section, tmp_path, capsys):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump({"_base_": DEMO, typo: {"batch_size": 2}}))
@@ -63,7 +68,9 @@ def test_misspelt_sections_in_a_file(typo, section, tmp_path, capsys):
 
 def test_nested_model_typos_and_bad_base_are_caught_at_load_time(tmp_path, capsys):
     path = tmp_path / "e.yaml"
-    path.write_text(yaml.safe_dump({"_base_": DEMO, "model": {"rpn": {"anchor_generator": {"sizez": [[8]]}}}}))
+    path.write_text(
+        yaml.safe_dump({"_base_": DEMO, "model": {"rpn": {"anchor_generator": {"sizez": [[8]]}}}})
+    )
     for line in _both_tools(str(path), [], tmp_path, capsys):
         assert line == "error: model.rpn.anchor_generator.sizez: unknown key, did you mean sizes?"
     path.write_text("_base_: 5\n")
@@ -73,12 +80,17 @@ def test_nested_model_typos_and_bad_base_are_caught_at_load_time(tmp_path, capsy
 
 def test_plus_adds_keys_where_nothing_checks_them_and_says_why_elsewhere(tmp_path):
     cfg_path = tiny.write_config(tmp_path / "exp.yaml")
-    with pytest.raises(ConfigError, match=r"^train\.foo: unknown key \(train is a checked section: foo is not one of "
-                                          r"accumulate, amp, batch_size, .*\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^train\.foo: unknown key \(train is a checked section: foo is not one of "
+        r"accumulate, amp, batch_size, .*\)$",
+    ):
         load_config(cfg_path, ["+train.foo=1"])
     with pytest.raises(ConfigError, match=r"^train\.foo: unknown key$"):
         load_config(cfg_path, ["train.foo=1"])
-    with pytest.raises(ConfigError, match=r"data\.train\.sise: unknown key, did you mean size\? \(data\.train is a checked"):
+    with pytest.raises(
+        ConfigError, match=r"data\.train\.sise: unknown key, did you mean size\? \(data\.train is a checked"
+    ):
         load_config(cfg_path, ["+data.train.sise=3"])
     # Free places: `+` adds; `_`-prefixed top-level keys are the user's own.
     cfg = load_config(cfg_path, ["+_notes.owner=me"])

@@ -148,10 +148,22 @@ def test_errors_name_the_file(coco_root, tmp_path):
         (lambda d: d["annotations"][0].pop("bbox"), "annotation id 1: no 'bbox'"),
         (lambda d: d["annotations"][1].pop("category_id"), "annotation id 2: no 'category_id'"),
         (lambda d: d["images"][2].pop("width"), "image id 3: no 'width'"),
-        (lambda d: d["annotations"][4].update(category_id=7), "annotation id 5: category_id 7 is not in 'categories'"),
-        (lambda d: d["annotations"][4].update(image_id=99), "annotation id 5: image_id 99 is not in 'images'"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotation id 1: 'bbox' must be \[x, y, width, height\]"),
-        (lambda d: d["images"][3].update(id=2), r"image id 2: duplicate image id \(images\[1\] and images\[3\]\)"),
+        (
+            lambda d: d["annotations"][4].update(category_id=7),
+            "annotation id 5: category_id 7 is not in 'categories'",
+        ),
+        (
+            lambda d: d["annotations"][4].update(image_id=99),
+            "annotation id 5: image_id 99 is not in 'images'",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[1, 2, 3]),
+            r"annotation id 1: 'bbox' must be \[x, y, width, height\]",
+        ),
+        (
+            lambda d: d["images"][3].update(id=2),
+            r"image id 2: duplicate image id \(images\[1\] and images\[3\]\)",
+        ),
         (lambda d: d["images"][0].update(height="100"), "image id 1: 'height' must be a positive integer"),
     ],
 )

@@ -13,8 +13,12 @@ from densenets.data.seeding import seed_transforms
 from densenets.data.sr import TransformList
 
 RANDOM = {
-    "DetectionTransform": dict(min_size=[24, 32, 40], max_size=64, flip_prob=0.5,
-                               color_jitter={"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05}),
+    "DetectionTransform": dict(
+        min_size=[24, 32, 40],
+        max_size=64,
+        flip_prob=0.5,
+        color_jitter={"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05},
+    ),
     "DETRTransform": dict(scales=[24, 32, 40], max_size=64, crop_resize=[32, 40], crop_size=[16, 24]),
     "SemSegTrainTransform": dict(crop_size=[16, 24], ratio_range=[0.75, 1.5]),
     "SRRandomCrop": dict(patch_size=8),
@@ -44,10 +48,17 @@ class _Dataset:
         return 1
 
     def __getitem__(self, index):
-        out = self.transforms({k: (dict(v) if isinstance(v, dict) else v.copy()) for k, v in self.item.items()})
-        return np.concatenate([np.asarray(v, np.float64).ravel() if not isinstance(v, dict)
-                               else np.concatenate([np.asarray(x, np.float64).ravel() for x in v.values()])
-                               for v in out.values()])
+        out = self.transforms(
+            {k: (dict(v) if isinstance(v, dict) else v.copy()) for k, v in self.item.items()}
+        )
+        return np.concatenate(
+            [
+                np.asarray(v, np.float64).ravel()
+                if not isinstance(v, dict)
+                else np.concatenate([np.asarray(x, np.float64).ravel() for x in v.values()])
+                for v in out.values()
+            ]
+        )
 
 
 def test_every_registered_transform_is_listed_here():
@@ -68,8 +79,9 @@ def test_the_stream_position_decides_the_augmentation(name):
 def test_albumentations_children_get_their_own_seeds():
     # Albumentations seeds every child with the same number, so a flip with p=0.5 and a
     # colour jitter with p=0.5 would always be decided together.
-    transform = TRANSFORMS["DetectionTransform"](min_size=32, max_size=64, flip_prob=0.5,
-                                                 color_jitter={"brightness": 0.5, "p": 0.5})
+    transform = TRANSFORMS["DetectionTransform"](
+        min_size=32, max_size=64, flip_prob=0.5, color_jitter={"brightness": 0.5, "p": 0.5}
+    )
     flip, jitter = transform.pipeline.transforms[1], transform.pipeline.transforms[2]
     decisions = []
     for seed in range(64):

@@ -55,11 +55,23 @@ def task_config(task: str, data: Path) -> dict:
         jitter = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0, "p": 0.8}
         return {
             "_base_": str(CONFIGS / "demo" / "faster_rcnn_r18_fpn_shapes.yaml"),
-            "model": {"backbone": {"channels_last": False}, "neck": {"out_channels": 32},
-                      "roi_heads": {"box_head": {"fc_dims": [32, 32]}}},
+            "model": {
+                "backbone": {"channels_last": False},
+                "neck": {"out_channels": 32},
+                "roi_heads": {"box_head": {"fc_dims": [32, 32]}},
+            },
             "data": {
-                "train": _coco(data, "train", {"type": "DetectionTransform", "min_size": [48, 56, 64], "max_size": 64,
-                                               "flip_prob": 0.5, "color_jitter": jitter}),
+                "train": _coco(
+                    data,
+                    "train",
+                    {
+                        "type": "DetectionTransform",
+                        "min_size": [48, 56, 64],
+                        "max_size": 64,
+                        "flip_prob": 0.5,
+                        "color_jitter": jitter,
+                    },
+                ),
                 "val": _coco(data, "val", {"type": "DetectionTransform", "min_size": 64, "max_size": 64}),
                 "num_workers": 2,
             },
@@ -69,29 +81,49 @@ def task_config(task: str, data: Path) -> dict:
         return {
             "_base_": str(CONFIGS / "_base_" / "models" / "detr_r50.yaml"),
             "model": {
-                "num_classes": 3, "num_queries": 8, "backbone": {**small_r18, "out_features": ["res5"]},
-                "transformer": {"d_model": 32, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
-                                "dim_feedforward": 32},
+                "num_classes": 3,
+                "num_queries": 8,
+                "backbone": {**small_r18, "out_features": ["res5"]},
+                "transformer": {
+                    "d_model": 32,
+                    "nhead": 2,
+                    "num_encoder_layers": 1,
+                    "num_decoder_layers": 1,
+                    "dim_feedforward": 32,
+                },
             },
             "data": {
-                "train": _coco(data, "train", {"type": "DETRTransform", "scales": [48, 56, 64], "max_size": 64,
-                                               "crop_resize": [48, 64], "crop_size": [32, 48]}),
+                "train": _coco(
+                    data,
+                    "train",
+                    {
+                        "type": "DETRTransform",
+                        "scales": [48, 56, 64],
+                        "max_size": 64,
+                        "crop_resize": [48, 64],
+                        "crop_size": [32, 48],
+                    },
+                ),
                 "num_workers": 2,
             },
             "train": _train(),
         }
     if task == "segmentation":
         return {
-            "_base_": [str(CONFIGS / "_base_" / "models" / "fcn_r50_d8.yaml"),
-                       str(CONFIGS / "_base_" / "datasets" / "cityscapes.yaml")],
+            "_base_": [
+                str(CONFIGS / "_base_" / "models" / "fcn_r50_d8.yaml"),
+                str(CONFIGS / "_base_" / "datasets" / "cityscapes.yaml"),
+            ],
             "model": {
                 "backbone": {**small_r18},
                 "decode_head": {"num_classes": 19, "channels": 16, "norm": "BN"},
                 "auxiliary_head": {"num_classes": 19, "channels": 8, "norm": "BN"},
             },
             "data": {
-                "train": {"root": str(data / "city"), "transforms": {"crop_size": [48, 64], "ratio_range": [0.75, 1.5],
-                                                                     "photometric": True}},
+                "train": {
+                    "root": str(data / "city"),
+                    "transforms": {"crop_size": [48, 64], "ratio_range": [0.75, 1.5], "photometric": True},
+                },
                 "val": {"root": str(data / "city")},
                 "num_workers": 2,
             },
@@ -99,12 +131,20 @@ def task_config(task: str, data: Path) -> dict:
         }
     if task == "super_resolution":
         return {
-            "_base_": [str(CONFIGS / "_base_" / "models" / "edsr_baseline.yaml"),
-                       str(CONFIGS / "_base_" / "datasets" / "div2k_x2.yaml")],
+            "_base_": [
+                str(CONFIGS / "_base_" / "models" / "edsr_baseline.yaml"),
+                str(CONFIGS / "_base_" / "datasets" / "div2k_x2.yaml"),
+            ],
             "model": {"body": {"num_blocks": 2, "channels": 8}},
             "data": {
-                "train": {"root": str(data / "sr"), "repeat": 2,
-                          "transforms": [{"type": "SRRandomCrop", "patch_size": 12}, {"type": "SRRandomFlipRotate"}]},
+                "train": {
+                    "root": str(data / "sr"),
+                    "repeat": 2,
+                    "transforms": [
+                        {"type": "SRRandomCrop", "patch_size": 12},
+                        {"type": "SRRandomFlipRotate"},
+                    ],
+                },
                 "val": {"root": str(data / "sr"), "index_range": None},
                 "num_workers": 2,
             },

@@ -60,7 +60,10 @@ def data(tmp_path_factory):
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     state = torch.load(run / "last.pth", weights_only=True)
-    return {**{f"model.{k}": v for k, v in state["model"].items()}, **_flat(state["optimizer"]["state"], "opt")}
+    return {
+        **{f"model.{k}": v for k, v in state["model"].items()},
+        **_flat(state["optimizer"]["state"], "opt"),
+    }
 
 
 def _flat(obj, prefix):
@@ -117,4 +120,6 @@ def test_sigkill_during_a_checkpoint_write_resumes_exactly(task, data, tmp_path)
     assert trainer.iter == 6
     assert not list((tmp_path / "cut").glob(".*.tmp*")), "temporary files are cleaned at the next start"
     diff = _differing(_weights(tmp_path / "a"), _weights(tmp_path / "cut"))
-    assert not diff, f"killed while writing file {which} at iteration 4: {len(diff)} entries differ, e.g. {diff[:3]}"
+    assert not diff, (
+        f"killed while writing file {which} at iteration 4: {len(diff)} entries differ, e.g. {diff[:3]}"
+    )

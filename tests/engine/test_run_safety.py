@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,13 @@ import tiny
 import torch
 
 from densenets.config import ConfigError
-from densenets.engine.checkpoint import Checkpointer, CheckpointError, NonFiniteError, check_finite, load_checkpoint
+from densenets.engine.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    NonFiniteError,
+    check_finite,
+    load_checkpoint,
+)
 from densenets.engine.launch import resolve_device
 from densenets.tools import train as train_tool
 
@@ -58,8 +63,12 @@ def _same(a: Path, b: Path) -> bool:
 
 def test_non_finite_weights_are_never_saved(tmp_path, capsys):
     # From iteration 2 the LR is 1e39: the third step's loss is finite, its update is not.
-    cfg = _config(tmp_path, max_iter=6, checkpoint_period=1,
-                  scheduler={"type": "MultiStepLR", "steps": [2], "gamma": 1.0e40})
+    cfg = _config(
+        tmp_path,
+        max_iter=6,
+        checkpoint_period=1,
+        scheduler={"type": "MultiStepLR", "steps": [2], "gamma": 1.0e40},
+    )
     assert _run(cfg, tmp_path / "run") == 1
     err = capsys.readouterr().err
     assert "iteration 3:" in err and "model tensors are not finite" in err and "Traceback" not in err
@@ -70,11 +79,17 @@ def test_non_finite_weights_are_never_saved(tmp_path, capsys):
 
 
 def test_check_finite_covers_optimizer_and_ema_state():
-    good = {"model": {"w": torch.ones(2)}, "ema": {"module": {"w": torch.ones(2)}}, "iteration": 7,
-            "optimizer": {"state": {0: {"exp_avg": torch.zeros(2)}}}}
+    good = {
+        "model": {"w": torch.ones(2)},
+        "ema": {"module": {"w": torch.ones(2)}},
+        "iteration": 7,
+        "optimizer": {"state": {0: {"exp_avg": torch.zeros(2)}}},
+    }
     check_finite(good)
-    for part, bad in (("optimizer", {"state": {0: {"exp_avg": torch.tensor([0.0, float("inf")])}}}),
-                      ("ema", {"module": {"w": torch.tensor([float("nan")])}})):
+    for part, bad in (
+        ("optimizer", {"state": {0: {"exp_avg": torch.tensor([0.0, float("inf")])}}}),
+        ("ema", {"module": {"w": torch.tensor([float("nan")])}}),
+    ):
         with pytest.raises(NonFiniteError, match=rf"iteration 7: 1 of 1 {part} tensors are not finite"):
             check_finite({**good, part: bad})
 
@@ -85,8 +100,13 @@ def test_a_signal_saves_last_and_resume_loses_nothing(tmp_path, sig, code):
     overrides = ["data.num_workers=2", "data.train.augment=true", "model.dropout=0.2"]
     assert _run(cfg, tmp_path / "full", *overrides) == 0
     env = {**ENV, "AT": "3", "SIGNAL": sig}
-    proc = subprocess.run([sys.executable, "-c", _SIGNALLER, "--config", cfg, "--output", str(tmp_path / "cut"),
-                           *overrides], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNALLER, "--config", cfg, "--output", str(tmp_path / "cut"), *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == code, proc.stderr[-3000:]
     assert f"interrupted by {sig} at iteration 4: saved {tmp_path / 'cut' / 'last.pth'}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -115,7 +135,11 @@ def test_resume_refuses_a_changed_run_and_finetune_starts_a_new_one(tmp_path, ca
     assert _run(cfg, tmp_path / "run", "--resume", "train.log_period=1") == 0
     # --finetune: the weights only, a new schedule (SGD with lr 0 keeps them unchanged).
     new = tmp_path / "new"
-    args = ["--finetune", str(tmp_path / "run/last.pth"), "train.optimizer={type: SGD, lr: 0.0, momentum: 0.0}"]
+    args = [
+        "--finetune",
+        str(tmp_path / "run/last.pth"),
+        "train.optimizer={type: SGD, lr: 0.0, momentum: 0.0}",
+    ]
     assert _run(cfg, new, *args, "train.optimizer.weight_decay=0.0") == 0
     assert load_checkpoint(new / "last.pth")["iteration"] == 4
     assert _same(tmp_path / "run", new)
@@ -195,9 +219,16 @@ def test_temporary_files_of_interrupted_writes_are_cleaned(tmp_path):
 def test_a_second_trainer_on_the_same_output_refuses(tmp_path, capsys):
     cfg = _config(tmp_path, max_iter=2)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from densenets.engine.run_dir import RunLock; "
-         "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)", str(tmp_path / "run")],
-        env=ENV, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from densenets.engine.run_dir import RunLock; "
+            "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+            str(tmp_path / "run"),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -216,7 +247,9 @@ def test_a_full_disk_is_named_and_the_old_checkpoint_kept(tmp_path):
     ck = Checkpointer(tmp_path)
     ck.save("last.pth", {"model": {"w": torch.ones(3)}, "iteration": 1})
     (tmp_path / f".last.pth.tmp{os.getpid()}").symlink_to("/dev/full")  # every write: ENOSPC
-    with pytest.raises(CheckpointError, match=r"last\.pth: no space left on device .*previous last\.pth is intact"):
+    with pytest.raises(
+        CheckpointError, match=r"last\.pth: no space left on device .*previous last\.pth is intact"
+    ):
         ck.save("last.pth", {"model": {"w": torch.zeros(3)}, "iteration": 2})
     assert load_checkpoint(tmp_path / "last.pth")["iteration"] == 1
 
