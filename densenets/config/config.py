@@ -26,7 +26,7 @@ from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_co
 
 # The sections of an experiment file; top-level keys starting with `_` are the user's
 # own (e.g. YAML anchors) and left alone.
-TOP_LEVEL_KEYS = ("model", "data", "train", "evaluation", "infer")
+TOP_LEVEL_KEYS = ("model", "data", "train", "evaluation", "infer", "custom_imports")
 
 __all__ = [
     "TOP_LEVEL_KEYS",
