@@ -22,7 +22,7 @@ def _check_torchvision() -> None:
             f"densenets needs torchvision's compiled ops, which failed to load ({detail}); "
             f"torch {torch.__version__} with torchvision {tv} is not a matching pair "
             "(a CPU-only torch under a CUDA torchvision is the usual cause). Fix: "
-            "pip install --upgrade --force-reinstall 'torch>=2.4' 'torchvision>=0.19'"
+            "pip install --upgrade --force-reinstall 'torch>=2.6' 'torchvision>=0.21'"
         )
 
 

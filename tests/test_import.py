@@ -15,7 +15,7 @@ def test_broken_torchvision_gives_one_clear_error():
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: densenets needs torchvision's compiled ops")
-    assert "pip install --upgrade --force-reinstall 'torch>=2.4' 'torchvision>=0.19'" in last
+    assert "pip install --upgrade --force-reinstall 'torch>=2.6' 'torchvision>=0.21'" in last
 
 
 def test_unregistered_torchvision_ops_are_reported():

@@ -1,6 +1,7 @@
 """The config system: YAML files with `_base_` inheritance, overrides, registries."""
 
 from .config import ConfigNode, apply_overrides, dump_config, load_config, parse_value, validate_config
+from .paths import bundled_config, bundled_config_dirs, find_config
 from .registry import (
     BACKBONES,
     DATASETS,
@@ -23,6 +24,9 @@ __all__ = [
     "Registry",
     "build",
     "load_config",
+    "find_config",
+    "bundled_config",
+    "bundled_config_dirs",
     "dump_config",
     "apply_overrides",
     "parse_value",

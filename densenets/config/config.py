@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .paths import find_config
 from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
 
 # The sections of an experiment file; top-level keys starting with `_` are the user's
@@ -291,14 +292,15 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate
     """Load a YAML config with its `_base_` files and apply overrides.
 
     Args:
-        path: the experiment file.
+        path: the experiment file; a relative path that does not exist from the current
+            folder is looked up among the bundled configs (`configs/x.yaml`, see paths.py).
         overrides: `key.sub=value` strings (values parsed as YAML); `+key=value` adds.
         validate: check keys against the registered constructors' signatures.
 
     Returns:
         The merged config as a ConfigNode.
     """
-    data = _load_file(Path(path), [])
+    data = _load_file(find_config(path), [])
     apply_overrides(data, overrides)
     if validate:
         import densenets  # noqa: F401  (fills the registries)

@@ -24,7 +24,8 @@ def shortest_edge_size(h: int, w: int, short_edge: int, max_size: int) -> tuple[
     scale = short_edge / min(h, w)
     if max(h, w) * scale > max_size:
         scale = max_size / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    # A side never rounds to 0 (a 1 x 3000 strip stays one row high).
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 class ResizeShortestEdge(A.DualTransform):

@@ -156,6 +156,9 @@ def build_trainer(cfg: ConfigNode, output_dir: str | os.PathLike, device: str | 
 
     checkpointer = Checkpointer(output_dir, keep=tcfg.keep_checkpoints)
     extra = {"config": _config_text(cfg)}
+    # Class names and dataset category ids travel with every checkpoint (infer.py, Predictor).
+    ids = getattr(train_set, "label_to_category_id", None)
+    extra["meta"] = {"class_names": get_class_names(cfg, train_set), "category_ids": list(ids) if ids else None}
     hooks = []
     eval_fn = _eval_fn(
         cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped)

@@ -186,9 +186,13 @@ class InferConfig:
     batch_size: int = 4
     input_key: str = "image"
     input_size: list[int] | None = None
+    weights: str | None = None  # what eval.py / infer.py load without --weights ("none": none on purpose)
+    max_pixels: int | None = 178956970  # larger images are refused unread (Pillow's limit; null: none)
 
     def check(self, path: str) -> None:
         _positive(self.batch_size, f"{path}.batch_size")
+        if self.max_pixels is not None:
+            _positive(self.max_pixels, f"{path}.max_pixels")
         _choice(self.input_key, ("image", "lr"), f"{path}.input_key")
         if self.input_size is not None and len(self.input_size) != 2:
             raise ConfigError(f"{path}.input_size: expected [H, W], got {self.input_size}")

@@ -8,7 +8,9 @@
 NAME is a converter registered in `densenets.engine.convert.CONVERTERS`. ``.pkl`` inputs
 are read with the restricted unpickler (numpy arrays and containers only), anything else
 with ``torch.load(weights_only=True)``. OUT holds ``{"model": state_dict}``, which
-``weights:`` in a backbone config and the trainer's checkpoint loader both accept.
+``weights:`` in a backbone config and the trainer's checkpoint loader both accept; a
+COCO detector's also holds ``"meta": {"class_names", "category_ids"}`` (the 80 COCO
+classes, or torchvision's 90 ids with "N/A" gaps), which infer.py and Predictor use.
 """
 
 from __future__ import annotations
@@ -19,9 +21,18 @@ import sys
 
 import torch
 
+from densenets.data.coco_names import coco_metadata
 from densenets.engine.checkpoint import save_atomic
 from densenets.engine.convert import CONVERTERS
 from densenets.modeling.backbones.weights import read_checkpoint
+
+# Converters of COCO detectors -> the class metadata their labels follow.
+COCO_DETECTORS = {
+    "torchvision-faster-rcnn": lambda: coco_metadata(with_gaps=True),
+    "detectron2-faster-rcnn": coco_metadata,
+    "detr": coco_metadata,
+    "dab-detr": coco_metadata,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.input}: {e}", file=sys.stderr)
         return 1
     state_dict = {args.prefix + k: v for k, v in state_dict.items()}
-    save_atomic({"model": state_dict}, args.output)
+    out = {"model": state_dict}
+    if args.fmt in COCO_DETECTORS:
+        out["meta"] = COCO_DETECTORS[args.fmt]()
+    save_atomic(out, args.output)
     print(f"wrote {len(state_dict)} tensors ({args.fmt} -> densenets) to {args.output}")
     return 0
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from densenets.config.paths import bundled_config
+
 SYNTHETIC_ROOT = Path("datasets/synthetic")
 _RUN_MARK = ".demo-run"
 
@@ -235,7 +236,7 @@ def _generator_kwargs(task_name: str, args: argparse.Namespace) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = TASKS[args.task]
-    config = str(REPO / task.config)
+    config = str(bundled_config(task.config))  # the checkout's configs/, or the installed package's
     output = Path(args.output or Path("runs") / "demo" / args.task)
     data_root = Path(args.data_root) / task.dataset
     overrides = list(args.overrides)

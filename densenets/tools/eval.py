@@ -2,6 +2,8 @@
 """Evaluate weights: `tools/eval.py --config FILE --weights W [--output DIR] [key=value ...]`.
 
 Runs under torchrun too; every process evaluates its share and the results are gathered.
+Without --weights the config's `infer.weights` is evaluated; with neither, the tool
+refuses (`--weights none` evaluates the initial weights on purpose).
 """
 
 from __future__ import annotations
@@ -11,26 +13,33 @@ import json
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
-from densenets.config import ConfigError, load_config
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.launch import evaluate
-from densenets.utils import comm
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
-    parser.add_argument("--weights", help="checkpoint to evaluate (EMA weights when it has them)")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint to evaluate (EMA weights when it has them); 'none': the initial weights on purpose",
+    )
     parser.add_argument("--output", help="where results go (default: runs/<config name>/eval)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
+    # Heavy imports after parsing: `--help` answers without loading torch.
+    import torch.distributed as dist
+
+    from densenets.config import ConfigError, load_config
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.launch import evaluate
+    from densenets.engine.predictor import resolve_weights
+    from densenets.utils import comm
+
     try:
         cfg = load_config(args.config, args.overrides)
         output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")
-        results = evaluate(cfg, args.weights, output, device=args.device)
+        results = evaluate(cfg, resolve_weights(args.weights, cfg), output, device=args.device)
         main_process = comm.is_main_process()
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,134 +1,163 @@
 #!/usr/bin/env python
-"""Run a model on images:
+"""Run a model on images or a video:
 `tools/infer.py --config FILE --weights W --input PATH --output DIR [key=value ...]`.
 
-PATH is an image, a folder (searched recursively; DIR mirrors its tree) or a quoted
-glob (`"photos/**/*.jpg"`). DIR receives, per image:
+PATH is an image, a folder (searched recursively; DIR mirrors its tree), a quoted glob
+(`"photos/**/*.jpg"`) or a video (any format OpenCV reads). DIR receives, per image:
 
     vis/<path>.jpg        the visualisation (boxes / colour overlay with legend / SR output, .png)
-    results.json          detection: COCO-results-style list with file names and class names
+    results.json          detection: COCO results (the dataset's image and category ids when
+                          the config or checkpoint knows them), updated after every image
     labels/<path>.png     segmentation: the predicted class index per pixel
     sr/<path>.png         super-resolution: the output image
 
-Unreadable and non-image files are reported on one line each and skipped; the exit
-code is non-zero only when no image succeeded.
+and per video: vis/<name>.mp4 (annotated, same fps and size), <name>.jsonl (one line of
+results per frame) and, with --frame-labels, labels/<name>/<frame>.png.
+
+Every entry that fails (not an image, a broken link, a FIFO, an image larger than
+infer.max_pixels, a decode, transform, model or writing error) is reported on one line
+and skipped; results of finished images are on disk at every moment. The exit code is 0
+when some image succeeded, 1 when none did, 2 for a bad config, checkpoint or input
+path, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
-from collections import Counter
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
-from densenets.config import ConfigError, load_config
-from densenets.data import write_image
-from densenets.data.image_folder import ImageFolder
-from densenets.data.loader import list_collate
-from densenets.engine.checkpoint import CheckpointError
-from densenets.engine.predictor import Predictor, build_visualizer
-
-
-class ResultWriter:
-    """Writes visualisations and machine-readable results under `output`."""
-
-    def __init__(self, output: Path, rel_paths: list[str], visualizer_fn) -> None:
-        self.output, self.visualizer_fn, self.visualizer = output, visualizer_fn, None
-        self.detections: list[dict[str, Any]] = []
-        self.wrote_detections = False
-        # Output names drop the extension; where two inputs would collide
-        # (a.jpg, a.png) the extension is kept in the name (a_jpg, a_png).
-        stems = Counter(str(PurePosixPath(r).with_suffix("")) for r in rel_paths)
-        self.stems = {}
-        for r in rel_paths:
-            stem = str(PurePosixPath(r).with_suffix(""))
-            self.stems[r] = stem if stems[stem] == 1 else f"{stem}_{PurePosixPath(r).suffix.lstrip('.').lower()}"
-
-    def write(self, item: dict[str, Any], prediction: dict[str, Any]) -> None:
-        if self.visualizer is None:
-            self.visualizer = self.visualizer_fn(prediction)
-        stem = self.stems[item["rel_path"]]
-        image = item["original"]
-        vis_ext = ".png" if "sr" in prediction else ".jpg"
-        write_image(self.output / "vis" / f"{stem}{vis_ext}", self.visualizer.draw(image, prediction))
-        if "instances" in prediction:
-            self._add_detections(item["rel_path"], prediction["instances"])
-        if "sem_seg" in prediction:
-            labels = prediction["sem_seg"].argmax(0).numpy()
-            dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
-            write_image(self.output / "labels" / f"{stem}.png", labels.astype(dtype))
-        if "sr" in prediction:
-            write_image(self.output / "sr" / f"{stem}.png", prediction["sr"].numpy().transpose(1, 2, 0))
-
-    def _add_detections(self, rel_path: str, inst: dict[str, Any]) -> None:
-        self.wrote_detections = True
-        names = getattr(self.visualizer, "class_names", None) or []
-        for box, score, label in zip(inst["boxes"].tolist(), inst["scores"].tolist(), inst["labels"].tolist()):
-            x0, y0, x1, y1 = box
-            self.detections.append({
-                "file_name": rel_path,
-                "image_id": rel_path,
-                "category_id": int(label),
-                "category_name": names[label] if 0 <= label < len(names) else str(label),
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(float(score), 5),
-            })
-
-    def close(self) -> None:
-        if self.wrote_detections:
-            (self.output / "results.json").write_text(json.dumps(self.detections))
+# Heavy imports (torch, OpenCV) wait until the arguments are parsed: `--help` stays fast.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
-    parser.add_argument("--weights", help="checkpoint (EMA weights when it has them)")
-    parser.add_argument("--input", required=True, help="an image, a folder or a quoted glob")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint (EMA weights when it has them); 'none' runs the initial weights on purpose",
+    )
+    parser.add_argument("--input", required=True, help="an image, a folder, a quoted glob or a video")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--ground-truth", help="super-resolution: folder of HR images at the inputs' relative paths"
+    )
+    parser.add_argument(
+        "--frame-labels", action="store_true", help="video segmentation: a label PNG per frame"
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     return parser.parse_args(argv)
 
 
+def prepare_images(args: argparse.Namespace, predictor: Any, output: Path, report: Any) -> Callable[[], None]:
+    """List the inputs (reporting what is skipped); returns the run over them."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from densenets.data.image_folder import ImageFolder
+    from densenets.data.loader import list_collate
+    from densenets.engine.infer_writer import ResultWriter, first_line, predict_each
+
+    icfg = predictor.infer
+    folder = ImageFolder(
+        args.input, predictor.transforms, keep_original=True, input_key=icfg.input_key,
+        max_pixels=icfg.max_pixels, exclude=[output],
+    )  # fmt: skip
+    for s in folder.skipped:
+        report.skip(s.path, s.reason)
+    workers = int((predictor.cfg.get("data") or {}).get("num_workers", 2))
+    loader = DataLoader(folder, batch_size=icfg.batch_size, num_workers=workers, collate_fn=list_collate)
+
+    def run() -> None:
+        writer = ResultWriter(
+            output, [folder.rel_path(i) for i in range(len(folder))], predictor, args.ground_truth
+        )
+        try:
+            with tqdm(total=len(folder), desc="infer", unit="img", dynamic_ncols=True) as bar:
+                for batch in loader:
+                    for it in batch:
+                        if "error" in it:
+                            report.fail(it["error"])
+                    for item, pred in predict_each(
+                        predictor, [it for it in batch if "error" not in it], report
+                    ):
+                        try:
+                            writer.write(item, pred)
+                            report.done += 1
+                        except Exception as e:  # noqa: BLE001 - a full disk, a name the disk refuses, a drawing bug
+                            report.fail(f"{item['file_name']}: writing the outputs failed ({first_line(e)})")
+                    bar.update(len(batch))
+        finally:
+            writer.close()
+
+    return run
+
+
+def prepare_video(args: argparse.Namespace, predictor: Any, output: Path, report: Any) -> Callable[[], None]:
+    """Open the video; returns the run over its frames."""
+    from densenets.data.video import VideoReader
+    from densenets.engine.infer_video import run_video
+
+    reader = VideoReader(args.input)
+    return lambda: run_video(reader, predictor, output, report, frame_labels=args.frame_labels)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets.config import ConfigError, load_config
+    from densenets.data.video import is_video
+    from densenets.engine.checkpoint import CheckpointError
+    from densenets.engine.infer_writer import Report, first_line, one_line
+    from densenets.engine.predictor import Predictor, resolve_weights
+
+    report, interrupted = Report(), False
     try:
         cfg = load_config(args.config, args.overrides)
-        predictor = Predictor(cfg, args.weights, args.device)
-        folder = ImageFolder(args.input, predictor.transforms, keep_original=True, input_key=predictor.infer.input_key)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        predictor = Predictor(cfg, resolve_weights(args.weights, cfg), args.device)
+        output = Path(args.output)
+        output.mkdir(parents=True, exist_ok=True)
+        video = is_video(args.input)
+        run = (prepare_video if video else prepare_images)(args, predictor, output, report)
+    except (
+        ConfigError,
+        CheckpointError,
+        RuntimeError,
+        OSError,
+    ) as e:  # OSError: FileNotFoundError, ImageReadError
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    for f in folder.skipped:
-        print(f"skipped {f}: not an image file", file=sys.stderr)
-    output = Path(args.output)
-    writer = ResultWriter(output, [folder.rel_path(i) for i in range(len(folder))], lambda p: build_visualizer(cfg, p))
-    workers = int((cfg.get("data") or {}).get("num_workers", 2))
-    loader = DataLoader(folder, batch_size=predictor.infer.batch_size, num_workers=workers, collate_fn=list_collate)
-    done = failed = 0
-    with tqdm(total=len(folder), desc="infer", unit="img") as bar:
-        for batch in loader:
-            good = [it for it in batch if "error" not in it]
-            for it in batch:
-                if "error" in it:
-                    tqdm.write(f"skipped {it['error']}", file=sys.stderr)
-            failed += len(batch) - len(good)
-            inputs = [{k: v for k, v in it.items() if k != "original"} for it in good]
-            for item, pred in zip(good, predictor.predict(inputs)):
-                writer.write(item, pred)
-                done += 1
-            bar.update(len(batch))
-    writer.close()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        run()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: the outputs of every finished image are written", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - e.g. a loader worker killed: keep what is done, say why
+        print(f"error: the run stopped: {one_line(first_line(e))}", file=sys.stderr)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     print(
-        f"{done} image(s) written to {output}; {failed} unreadable, {len(folder.skipped)} non-image file(s) skipped"
+        f"{report.done} {'frame(s)' if video else 'image(s)'} written to {output}; {report.failed} failed; "
+        f"{report.skipped} other entries skipped"
     )
-    return 0 if done else 1
+    return 130 if interrupted else (0 if report.done else 1)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -28,13 +28,15 @@ def test_folder_is_searched_recursively(tree):
     ds = DATASETS["ImageFolder"](str(root))
     rels = [ds.rel_path(i) for i in range(len(ds))]
     assert rels == ["a/b/w.tiff", "a/b/z.webp", "a/broken.png", "a/v.bmp", "a/y.PNG", "x.jpg"]
-    assert [p.name for p in ds.skipped] == ["readme.md"]
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [("readme.md", "not an image file")]
     item = ds[rels.index("a/v.bmp")]
     assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 10, 14)
     assert torch.equal(item["image"], torch.from_numpy(img).permute(2, 0, 1))
     assert item["orig_size"] == (10, 14) and item["image_id"] == "a/v.bmp"
     bad = ds[rels.index("a/broken.png")]
-    assert set(bad) == {"file_name", "rel_path", "error"} and "broken.png: not a readable image" in bad["error"]
+    assert (
+        set(bad) == {"file_name", "rel_path", "error"} and "broken.png: not a readable image" in bad["error"]
+    )
 
 
 def test_single_file_and_glob(tree):
@@ -43,7 +45,11 @@ def test_single_file_and_glob(tree):
     assert len(one) == 1 and one.rel_path(0) == "y.PNG"
     globbed = ImageFolder(str(root / "a" / "**" / "*.*"))
     assert [globbed.rel_path(i) for i in range(len(globbed))] == [
-        "b/w.tiff", "b/z.webp", "broken.png", "v.bmp", "y.PNG"
+        "b/w.tiff",
+        "b/z.webp",
+        "broken.png",
+        "v.bmp",
+        "y.PNG",
     ]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         ImageFolder(str(root / "*.gif"))
@@ -64,7 +70,9 @@ def test_transforms_input_key_and_original(tree):
     assert item["orig_size"] == (10, 14) and item["original"].shape == (10, 14, 3)
     # Built from a config, the transform is a registered component.
     TRANSFORMS.register(_Halve)
-    built = build({"type": "ImageFolder", "path": str(root / "x.jpg"), "transforms": {"type": "_Halve"}}, DATASETS)
+    built = build(
+        {"type": "ImageFolder", "path": str(root / "x.jpg"), "transforms": {"type": "_Halve"}}, DATASETS
+    )
     assert built[0]["image"].shape == (3, 5, 7)
 
 
@@ -72,3 +80,9 @@ class _Halve:
     def __call__(self, item):
         item["image"] = item["image"][::2, ::2]
         return item
+
+
+def test_a_file_whose_name_looks_like_a_glob(tmp_path):
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "img[1].png")
+    one = ImageFolder(str(tmp_path / "img[1].png"))
+    assert len(one) == 1 and one.rel_path(0) == "img[1].png" and one[0]["orig_size"] == (4, 5)

@@ -1,5 +1,6 @@
 """ResNet key maps: detectron2/caffe2 pickles, torchvision keys, the restricted unpickler, the CLI."""
 
+import copy
 import importlib.util
 import os
 import pickle
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from skimage import data
 
 from densenets.engine.convert import CONVERTERS, convert
 from densenets.engine.convert.pickle_io import load_pickle
@@ -63,23 +65,65 @@ def tv50():
     return model.eval()
 
 
-def test_detectron2_msra_pickle_loads_with_the_expected_keys(tmp_path, tv50):
+def detectron2_network(tv: torch.nn.Module, blobs: dict[str, np.ndarray]) -> torch.nn.Module:
+    """The function detectron2 computes after loading `blobs`, written with torchvision's modules.
+
+    detectron2/checkpoint/detection_checkpoint.py hands caffe2 blobs to
+    `align_and_update_state_dicts`, which renames them and keeps only ``weight`` (``_bn_s``)
+    and ``bias`` (``_bn_b``) of each norm; `FrozenBatchNorm2d._load_from_state_dict`
+    (detectron2/layers/batch_norm.py) then fills the missing ``running_mean`` with zeros
+    and ``running_var`` with ones, and eval runs ``F.batch_norm(x, 0, 1, s, b, eps=1e-5)``,
+    i.e. ``x * s / sqrt(1 + eps) + b``. Here: the same norms on a float64 torchvision copy.
+    """
+    net = copy.deepcopy(tv).double().eval()
+    d2 = {}  # torchvision norm name -> caffe2 prefix, as in msra_blobs
+    d2["bn1"] = "res_conv1"
+    for layer in range(1, 5):
+        for block in range(len(getattr(net, f"layer{layer}"))):
+            src, dst = f"layer{layer}.{block}", f"res{layer + 1}_{block}"
+            for i, branch in enumerate("abc", start=1):
+                d2[f"{src}.bn{i}"] = f"{dst}_branch2{branch}"
+            d2[f"{src}.downsample.1"] = f"{dst}_branch1"
+    with torch.no_grad():
+        for name, m in net.named_modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.from_numpy(blobs[f"{d2[name]}_bn_s"]))
+                m.bias.copy_(torch.from_numpy(blobs[f"{d2[name]}_bn_b"]))
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+                m.eps = EPS
+    return net
+
+
+def test_detectron2_msra_pickle_computes_what_detectron2_computes(tmp_path, tv50):
     path = tmp_path / "R-50.pkl"
+    blobs = msra_blobs(tv50)
     with open(path, "wb") as f:
-        pickle.dump(msra_blobs(tv50), f, protocol=2)  # detectron2's files are protocol-2 pickles
+        pickle.dump(blobs, f, protocol=2)  # detectron2's files are protocol-2 pickles
     sd = convert("detectron2", load_pickle(path))
-    model = ResNet(depth=50, norm="FrozenBN", out_features=["res5", "linear"])
+    model = ResNet(depth=50, norm="FrozenBN", out_features=["res2", "res5", "linear"])
     assert set(sd) == set(model.state_dict())  # every tensor, nothing else (no *_momentum)
     assert torch.equal(sd["stem.norm1.running_mean"], torch.zeros(64))
-    torch.testing.assert_close(sd["res2.0.norm1.running_var"], torch.full((64,), 1 - EPS))
+    assert torch.equal(sd["res2.0.norm1.running_var"], torch.ones(64))  # detectron2's 1, not 1 - eps
 
-    # The folded affine reproduces the original network (stride on the 3x3, as tv50).
-    model = ResNet(depth=50, norm="FrozenBN", out_features=["res5", "linear"], weights=str(path)).eval()
-    x = torch.randn(1, 3, 64, 64)
+    # On a real photo in float64: every stage equals detectron2's arithmetic to rounding.
+    model = ResNet(depth=50, norm="FrozenBN", out_features=["res2", "res5", "linear"], weights=str(path))
+    model = model.double().eval()
+    ref = detectron2_network(tv50, blobs)
+    x = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].double() / 255 - 0.5  # 300 x 451
     with torch.no_grad():
-        expected = tv50(x)
-        # Only rounding differs (folded scale/shift vs BatchNorm); a wrong key map would not be close.
-        torch.testing.assert_close(model(x)["linear"], expected, rtol=0, atol=1e-3 * expected.abs().max())
+        ours = model(x)
+        res2 = ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x)))))
+        res5 = ref.layer4(ref.layer3(ref.layer2(res2)))
+        logits = ref.fc(torch.flatten(ref.avgpool(res5), 1))
+    for got, want in ((ours["res2"], res2), (ours["res5"], res5), (ours["linear"], logits)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10 * want.abs().max().item())
+    # The folded affine alone (var = 1 - eps, exactly x*s + b) is a different function.
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "running_var"):
+                m.running_var.fill_(1 - EPS)
+        assert not torch.allclose(model(x)["res5"], res5, rtol=1e-6, atol=0)
 
 
 def test_detectron2_named_pickle_with_model_zoo_wrapper(tmp_path):

@@ -53,7 +53,15 @@ class InferTinyDetector(nn.Module):
             self.seen_sizes.append((tuple(item["image"].shape[1:]), tuple(item["orig_size"])))
             h, w = item["orig_size"]
             boxes = torch.tensor([[w / 4, h / 4, 3 * w / 4, 3 * h / 4], [0, 0, w / 2, h / 2]]) * self.scale
-            out.append({"instances": {"boxes": boxes, "scores": torch.tensor([0.9, 0.3]), "labels": torch.tensor([1, 0])}})
+            out.append(
+                {
+                    "instances": {
+                        "boxes": boxes,
+                        "scores": torch.tensor([0.9, 0.3]),
+                        "labels": torch.tensor([1, 0]),
+                    }
+                }
+            )
         return out
 
 
@@ -132,36 +140,58 @@ def folder(tmp_path_factory):
 def test_detection_on_a_folder(folder, tmp_path, capsys):
     root, sizes = folder
     cfg = _config(
-        tmp_path / "det.yaml", "InferTinyDetector", transforms={"type": "InferHalve"},
+        tmp_path / "det.yaml",
+        "InferTinyDetector",
+        transforms={"type": "InferHalve"},
         visualizer={"type": "DetectionVisualizer", "score_threshold": 0.5},
     )
     weights = tmp_path / "w.pth"
     torch.save({"model": {"scale": torch.tensor(1.0)}}, weights)
     out = tmp_path / "out"
-    assert infer.main(["--config", str(cfg), "--weights", str(weights), "--input", str(root), "--output", str(out)]) == 0
+    assert (
+        infer.main(
+            ["--config", str(cfg), "--weights", str(weights), "--input", str(root), "--output", str(out)]
+        )
+        == 0
+    )
     err = capsys.readouterr()
     lines = err.err.splitlines()
     assert sum("corrupt.jpg" in x and x.startswith("skipped") for x in lines) == 1
     assert sum("notes.txt" in x and x.startswith("skipped") for x in lines) == 1
-    assert "7 image(s) written" in err.out and "1 unreadable, 1 non-image" in err.out
+    assert "7 image(s) written" in err.out and "1 failed; 1 other entries skipped" in err.out
     # The output mirrors the input tree; a.jpg / a.png keep apart.
     vis = sorted(p.relative_to(out / "vis").as_posix() for p in (out / "vis").rglob("*.jpg"))
-    assert vis == sorted(["a_jpg.jpg", "a_png.jpg", "photo.jpg", "sub/rgba.jpg", "sub/deep16.jpg",
-                          "sub/deeper/gray.jpg", "sub/rotated.jpg"])
+    assert vis == sorted(
+        [
+            "a_jpg.jpg",
+            "a_png.jpg",
+            "photo.jpg",
+            "sub/rgba.jpg",
+            "sub/deep16.jpg",
+            "sub/deeper/gray.jpg",
+            "sub/rotated.jpg",
+        ]
+    )
     assert read_image(out / "vis/sub/rotated.jpg").shape[:2] == (32, 24)
     results = json.loads((out / "results.json").read_text())
     assert {r["file_name"] for r in results} == set(sizes)
-    r = next(r for r in results if r["file_name"] == "sub/rotated.JPG" and r["score"] == 0.9)
+    r = next(r for r in results if r["file_name"] == "sub/rotated.JPG" and abs(r["score"] - 0.9) < 1e-6)
     assert r["bbox"] == [6.0, 8.0, 12.0, 16.0] and r["category_name"] == "dog" and r["category_id"] == 1
     # The model saw the test-time transform's output; predictions are at the file's size.
-    assert ((12, 16), (24, 32)) in InferTinyDetector.seen_sizes and ((16, 12), (32, 24)) in InferTinyDetector.seen_sizes
+    assert ((12, 16), (24, 32)) in InferTinyDetector.seen_sizes and (
+        (16, 12),
+        (32, 24),
+    ) in InferTinyDetector.seen_sizes
 
 
 def test_segmentation_writes_label_pngs_at_original_size(folder, tmp_path, capsys):
     root, sizes = folder
     cfg = _config(tmp_path / "seg.yaml", "InferTinySegmenter")  # visualiser chosen from the prediction
     out = tmp_path / "out"
-    assert infer.main(["--config", str(cfg), "--input", str(root), "--output", str(out)]) == 0
+    assert (
+        infer.main(["--config", str(cfg), "--weights", "none", "--input", str(root), "--output", str(out)])
+        == 0
+    )
     for rel, hw in sizes.items():
         stem = Path(rel).with_suffix("").as_posix()
         stem = {"a": f"a_{Path(rel).suffix[1:]}"}.get(stem, stem)
@@ -177,9 +207,25 @@ def test_segmentation_writes_label_pngs_at_original_size(folder, tmp_path, capsy
 
 def test_super_resolution_on_a_glob(folder, tmp_path, capsys):
     root, _ = folder
-    cfg = _config(tmp_path / "sr.yaml", "InferTinyUpscaler", input_key="lr", visualizer={"type": "SRVisualizer"})
+    cfg = _config(
+        tmp_path / "sr.yaml", "InferTinyUpscaler", input_key="lr", visualizer={"type": "SRVisualizer"}
+    )
     out = tmp_path / "out"
-    assert infer.main(["--config", str(cfg), "--input", str(root / "sub" / "*.png"), "--output", str(out)]) == 0
+    assert (
+        infer.main(
+            [
+                "--config",
+                str(cfg),
+                "--weights",
+                "none",
+                "--input",
+                str(root / "sub" / "*.png"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     sr = read_image(out / "sr/rgba.png")
     np.testing.assert_array_equal(sr, read_image(root / "sub/rgba.png").repeat(2, 0).repeat(2, 1))
     assert [p.name for p in (out / "sr").rglob("*.png")] == ["rgba.png"]
@@ -190,7 +236,57 @@ def test_exit_code_is_nonzero_only_when_nothing_succeeds(tmp_path, capsys):
     bad.mkdir()
     (bad / "x.png").write_bytes(b"nope")
     cfg = _config(tmp_path / "seg.yaml", "InferTinySegmenter")
-    assert infer.main(["--config", str(cfg), "--input", str(bad), "--output", str(tmp_path / "o")]) == 1
+    assert (
+        infer.main(
+            ["--config", str(cfg), "--weights", "none", "--input", str(bad), "--output", str(tmp_path / "o")]
+        )
+        == 1
+    )
     assert "x.png: not a readable image" in capsys.readouterr().err
-    assert infer.main(["--config", str(cfg), "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        infer.main(
+            [
+                "--config",
+                str(cfg),
+                "--weights",
+                "none",
+                "--input",
+                str(tmp_path / "missing"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_super_resolution_with_ground_truth_shows_psnr(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    lr = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(lr).save(tmp_path / "in" / "x.png")
+    Image.fromarray(lr.repeat(2, 0).repeat(2, 1)).save(tmp_path / "gt" / "x.png")  # = the tiny model's output
+    cfg = _config(
+        tmp_path / "sr.yaml",
+        "InferTinyUpscaler",
+        input_key="lr",
+        visualizer={"type": "SRVisualizer", "compare": True},
+    )
+    args = [
+        "--config",
+        str(cfg),
+        "--weights",
+        "none",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert infer.main(args) == 0
+    plain = read_image(tmp_path / "out/vis/x.png")
+    assert infer.main([*args, "--ground-truth", str(tmp_path / "gt")]) == 0
+    with_gt = read_image(tmp_path / "out/vis/x.png")
+    assert plain.shape == with_gt.shape == (24, 64, 3)
+    assert (plain != with_gt).any()  # the captions now carry the PSNR ("model inf dB")

@@ -8,6 +8,7 @@ Official files (``detr-r50-e632da11.pth``, DAB-DETR's ``checkpoint.pth``) hold
 * transformer feed-forward ``linear1``/``linear2``/``activation`` -> ``ffn.*`` in the
   shared encoder (and in DETR's decoder), DETR's ``multihead_attn`` -> ``cross_attn``;
   DAB-DETR's decoder keeps its names;
+* DAB-DETR's ``transformer.patterns.weight`` (``-3pat`` models) keeps its name;
 * DAB-DETR's ``refpoint_embed.weight`` [Q, 4] -> ``anchor_xy`` [Q, 2] + ``anchor_wh``
   [Q, 2]; its copy of the box head inside the decoder is dropped (ours passes the head
   in at call time);
@@ -55,6 +56,7 @@ _DAB_RULES = [
     (r"transformer\.encoder\.(layers\.\d+\.(self_attn|norm\d)\..+|query_scale\..+)", None),
     (r"transformer\.decoder\.(layers\.\d+|query_scale|ref_point_head|ref_anchor_head|norm)\..+", None),
     (r"(input_proj\.(weight|bias)|bbox_embed\.layers\.\d\.(weight|bias))", None),
+    (r"transformer\.patterns\.weight", None),  # DAB-DETR-*-3pat: the P pattern embeddings
 ]
 
 
@@ -103,15 +105,16 @@ def detr_to_densenets(
 def dab_detr_to_densenets(
     obj: Any, class_ids: Sequence[int] | None = COCO_CATEGORY_IDS
 ) -> dict[str, torch.Tensor]:
-    """An official DAB-DETR checkpoint (C5 or DC5, no patterns) -> a `DABDETR` state dict.
+    """An official DAB-DETR checkpoint (C5 or DC5, with or without patterns) -> a `DABDETR` state dict.
+
+    A ``-3pat`` checkpoint's ``transformer.patterns.weight`` [P, D] keeps its name; the
+    model needs ``transformer.num_patterns: P``.
 
     Args:
         obj: the loaded file or its state dict.
         class_ids: rows of the (sigmoid) class head to keep, in label order; None keeps all.
     """
     sd = unwrap_state_dict(obj)
-    if "transformer.patterns.weight" in sd:
-        raise KeyError("dab-detr: pattern-embedding (Anchor DETR style) checkpoints are not supported")
     skip = ("class_embed.", "refpoint_embed.", "transformer.decoder.bbox_embed.")
     out = _rename(sd, _DAB_RULES, skip, "dab-detr")
     for name in ("weight", "bias"):

@@ -7,8 +7,11 @@ Our layout (`densenets.modeling.backbones.resnet`): ``stem.conv1``/``stem.norm1`
 
 Every map renames keys and leaves values alone, except detectron2's caffe2 (MSRA)
 files, whose norms are stored as a folded affine ``x * s + b``: those become
-``weight = s, bias = b, running_mean = 0, running_var = 1 - eps`` so that a
-`FrozenBatchNorm2d` (eps 1e-5) computes exactly ``x * s + b``.
+``weight = s, bias = b, running_mean = 0, running_var = 1``, detectron2's own
+convention (``FrozenBatchNorm2d._load_from_state_dict`` in
+detectron2/layers/batch_norm.py fills the missing statistics with zeros and ones), so a
+`FrozenBatchNorm2d` (eps 1e-5) computes ``x * s / sqrt(1 + eps) + b`` exactly as a
+detectron2 model started from the same file does.
 
 The functions take `src_prefix` (only keys under it are converted, e.g.
 ``"backbone.body."`` in torchvision's Faster R-CNN) and `dst_prefix` (prepended to the
@@ -37,7 +40,6 @@ __all__ = [
 ]
 
 Rule = tuple[str, Callable[[re.Match], str]]
-FROZEN_BN_EPS = 1e-5
 
 
 def _stage(m: re.Match, group: int = 1) -> str:
@@ -171,7 +173,7 @@ def caffe2_resnet_to_densenets(
     for key in [k for k in out if re.search(r"norm\d?\.weight$", k)]:
         base = key[: -len("weight")]
         out.setdefault(base + "running_mean", torch.zeros_like(out[key]))
-        out.setdefault(base + "running_var", torch.full_like(out[key], 1.0 - FROZEN_BN_EPS))
+        out.setdefault(base + "running_var", torch.ones_like(out[key]))  # detectron2's value, not 1 - eps
     return out
 
 

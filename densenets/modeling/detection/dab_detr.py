@@ -23,11 +23,21 @@ from .criterion import SetCriterion
 from .detr import DETR, build_criterion, build_plain
 from .transformer import MLP, TransformerEncoder, flatten_features, make_activation
 
-__all__ = ["DABDETR", "DABTransformer", "DABDecoder", "DABDecoderLayer", "inverse_sigmoid"]
+__all__ = ["DABDETR", "DABTransformer", "DABDecoder", "DABDecoderLayer", "DAB_DETR_EPS", "inverse_sigmoid"]
 
 
-def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """log(x / (1 - x)) with both terms clamped to at least `eps`."""
+# The official DAB-DETR clamps at 1e-3 (util/misc.py); Deformable DETR / DINO use 1e-5.
+# The constant matters whenever a box touches the image border.
+DAB_DETR_EPS = 1e-3
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """log(x / (1 - x)) with both terms clamped to at least `eps`.
+
+    Args:
+        x (Tensor[...]): values, clamped to [0, 1] first.
+        eps: the clamp; each DETR variant has its own (`DAB_DETR_EPS` here).
+    """
     x = x.clamp(0, 1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
@@ -182,7 +192,7 @@ class DABDecoder(nn.Module):
                     [query_sine[..., : d // 2] * y_scale, query_sine[..., d // 2 :] * x_scale], -1
                 )
             tgt = layer(tgt, memory, pos, padding_mask, query_pos, query_sine)
-            new_ref = (box_head(tgt) + inverse_sigmoid(ref)).sigmoid()
+            new_ref = (box_head(tgt) + inverse_sigmoid(ref, DAB_DETR_EPS)).sigmoid()
             if i < len(self.layers) - 1:
                 references.append(new_ref)
             ref = new_ref.detach()
@@ -203,6 +213,9 @@ class DABTransformer(nn.Module):
         activation: feed-forward activation (the paper's recipe: PReLU).
         temperature: temperature of the feature-map positional encoding (20 in the paper).
         modulate_hw_attn: width/height-modulated cross-attention.
+        num_patterns: P learned content embeddings (Anchor DETR's patterns; the
+            official DAB-DETR-DC5-3pat uses 3). Every anchor is decoded once per pattern,
+            so the decoder sees P*Q queries; 0 starts every query from zeros.
     """
 
     def __init__(
@@ -216,8 +229,11 @@ class DABTransformer(nn.Module):
         activation: str = "prelu",
         temperature: float = 20.0,
         modulate_hw_attn: bool = True,
+        num_patterns: int = 0,
     ) -> None:
         super().__init__()
+        if num_patterns < 0:
+            raise ValueError(f"num_patterns: expected >= 0, got {num_patterns}")
         kw = dict(
             d_model=d_model,
             nhead=nhead,
@@ -232,15 +248,26 @@ class DABTransformer(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        # Created after the Xavier pass, so N(0, 1) as an nn.Embedding (as the official code).
+        self.patterns = nn.Embedding(num_patterns, d_model) if num_patterns > 0 else None
 
     def forward(
         self, src: torch.Tensor, mask: torch.Tensor, anchors: torch.Tensor, box_head: nn.Module
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, D, H, W), mask (B, H, W), anchors (Q, 4) in (0, 1) -> hs, references (see DABDecoder)."""
+        """src (B, D, H, W), mask (B, H, W), anchors (Q, 4) in (0, 1) -> hs, references (see DABDecoder).
+
+        With P patterns the decoder has P*Q queries, pattern-major: query p*Q + j starts
+        from pattern p and anchor j (the official order, which checkpoints rely on).
+        """
         src, pos, mask = flatten_features(src, mask, self.position_encoding)
         memory = self.encoder(src, pos, mask)
-        anchors = anchors.unsqueeze(0).expand(src.shape[0], -1, -1)  # (B, Q, 4)
-        tgt = src.new_zeros(anchors.shape[:2] + (self.d_model,))
+        b, q = src.shape[0], anchors.shape[0]
+        if self.patterns is None:
+            tgt = src.new_zeros(b, q, self.d_model)
+        else:
+            tgt = self.patterns.weight.to(src.dtype).repeat_interleave(q, 0).expand(b, -1, -1)  # (B, P*Q, D)
+            anchors = anchors.repeat(self.patterns.num_embeddings, 1)  # (P*Q, 4)
+        anchors = anchors.unsqueeze(0).expand(b, -1, -1)  # (B, P*Q, 4)
         return self.decoder(tgt, memory, pos, mask, anchors, box_head)
 
 
@@ -252,7 +279,8 @@ class DABDETR(DETR):
         backbone, criterion, num_classes, in_feature, aux_loss, pixel_mean, pixel_std,
             input_format: as `DETR` (the criterion uses the focal classification loss).
         transformer: a `DABTransformer`.
-        num_queries: Q anchors.
+        num_queries: Q anchors (decoded once per pattern when the transformer has
+            `num_patterns`).
         num_select: detections kept per image at inference: the top scores over all
             (query, class) pairs.
         fixed_anchor_xy: draw anchor centres uniformly at random and keep them fixed
@@ -282,7 +310,7 @@ class DABDETR(DETR):
         # Anchors live in inverse-sigmoid space, initialised like an nn.Embedding.
         self.anchor_wh = nn.Parameter(torch.randn(num_queries, 2))
         if fixed_anchor_xy:
-            self.register_buffer("anchor_xy", inverse_sigmoid(torch.rand(num_queries, 2)))
+            self.register_buffer("anchor_xy", inverse_sigmoid(torch.rand(num_queries, 2), DAB_DETR_EPS))
         else:
             self.anchor_xy = nn.Parameter(torch.randn(num_queries, 2))
         self.class_embed = nn.Linear(d, num_classes)
@@ -307,10 +335,13 @@ class DABDETR(DETR):
         return torch.cat([self.anchor_xy, self.anchor_wh], dim=-1).sigmoid()
 
     def predict(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits (L, B, Q, K) and refined boxes (L, B, Q, 4) of every decoder layer."""
+        """Class logits (L, B, Q', K) and refined boxes (L, B, Q', 4) of every decoder layer.
+
+        Q' = Q, or P*Q with the transformer's P pattern embeddings.
+        """
         src, mask = self.features(images)
         hs, references = self.transformer(src, mask, self.anchors(), self.bbox_embed)
-        boxes = (self.bbox_embed(hs) + inverse_sigmoid(references)).sigmoid()
+        boxes = (self.bbox_embed(hs) + inverse_sigmoid(references, DAB_DETR_EPS)).sigmoid()
         return self.class_embed(hs), boxes
 
     def inference(

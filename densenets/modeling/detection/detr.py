@@ -10,11 +10,11 @@ detection contract (xyxy absolute pixels).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
@@ -142,11 +142,23 @@ class DETR(nn.Module):
         return self.input_proj(feat), self.feature_mask(images, feat.shape[-2:])
 
     def feature_mask(self, images: ImageList, size: Sequence[int]) -> torch.Tensor:
-        """A feature is valid when its stride cell starts inside the image: ceil(h / stride) rows."""
-        mask = torch.ones((len(images), *size), dtype=torch.bool, device=images.device)
-        for i, (h, w) in enumerate(images.image_sizes):
-            mask[i, : math.ceil(h / self.feature_stride), : math.ceil(w / self.feature_stride)] = False
-        return mask
+        """The pixel padding mask shrunk to the features by nearest-neighbour interpolation.
+
+        As the official DETR and DAB-DETR (models/backbone.py): feature row i is padding
+        when pixel row floor(i * H / h) of the padded batch is. With a batch padded to a
+        size that is not a multiple of the stride this marks one more row (or column)
+        valid than ceil(h_image / stride) for some images, and the checkpoints were
+        trained and evaluated that way.
+
+        Args:
+            images: the padded batch, (B, 3, H, W).
+            size: (h, w) of the feature map.
+
+        Returns:
+            Tensor[B, h, w] bool, True = padding.
+        """
+        pixels = images.padding_mask()[None].float()  # (1, B, H, W)
+        return F.interpolate(pixels, size=tuple(size), mode="nearest").to(torch.bool)[0]
 
     def predict(self, images: ImageList) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (L, B, Q, K+1) and sigmoid cxcywh boxes (L, B, Q, 4) of every decoder layer."""

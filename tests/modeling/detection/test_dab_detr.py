@@ -16,7 +16,12 @@ from test_detr import (
 from densenets.config import MODELS, build
 from densenets.layers import sine_box_embedding
 from densenets.modeling.detection import DABDETR, DABTransformer, HungarianMatcher, SetCriterion
-from densenets.modeling.detection.dab_detr import DABDecoderLayer, _Attention, inverse_sigmoid
+from densenets.modeling.detection.dab_detr import (
+    DAB_DETR_EPS,
+    DABDecoderLayer,
+    _Attention,
+    inverse_sigmoid,
+)
 
 
 def _patch_dab(**kwargs) -> DABDETR:
@@ -73,6 +78,34 @@ def test_gradients_reach_the_anchors():
     assert model.anchor_wh.grad is not None and model.anchor_wh.grad.abs().sum() > 0
 
 
+def test_pattern_embeddings_decode_every_anchor_once_per_pattern():
+    # P patterns -> P*Q queries, pattern-major (query p*Q + j: pattern p, anchor j), as the
+    # official DAB-DETR. With both patterns zero every query is duplicated, and attention
+    # over duplicated keys and values is attention over one copy: each half equals the
+    # plain model (zero content queries), which only the pattern-major order gives.
+    torch.manual_seed(0)
+    plain = _patch_dab().eval()
+    crit = SetCriterion(3, HungarianMatcher(2, 5, 2, "focal"), class_loss_type="focal")
+    transformer = DABTransformer(32, 4, 2, 3, 64, dropout=0.1, num_patterns=2)
+    model = DABDETR(PatchBackbone(), transformer, crit, 3, 7).eval()
+    state = {**plain.state_dict(), "transformer.patterns.weight": torch.zeros(2, 32)}
+    model.load_state_dict(state, strict=True)
+    images = model.preprocess([two_boxes_item()])
+    with torch.no_grad():
+        logits, boxes = model.predict(images)
+        want_logits, want_boxes = plain.predict(images)
+        assert logits.shape[2] == boxes.shape[2] == 2 * 7
+        for half in (slice(0, 7), slice(7, 14)):
+            torch.testing.assert_close(logits[:, :, half], want_logits, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(boxes[:, :, half], want_boxes, atol=1e-5, rtol=1e-4)
+        assert model.inference(logits[-1], boxes[-1])[0].shape == (1, 2 * 7 * 3)  # top-k over P*Q*K
+        model.transformer.patterns.weight[1].normal_()  # a second pattern: other content
+        logits = model.predict(images)[0]
+        assert not torch.allclose(logits[:, :, :7], logits[:, :, 7:], atol=1e-3)
+    with pytest.raises(ValueError, match="num_patterns"):
+        DABTransformer(32, 4, 2, 3, 64, num_patterns=-1)
+
+
 def test_fixed_anchor_xy_is_a_random_buffer_that_does_not_train():
     torch.manual_seed(0)
     model = _patch_dab(fixed_anchor_xy=True)
@@ -90,8 +123,13 @@ def test_fixed_anchor_xy_is_a_random_buffer_that_does_not_train():
 
 def test_inverse_sigmoid_round_trip_and_clamping():
     x = torch.tensor([0.1, 0.5, 0.9])
-    torch.testing.assert_close(inverse_sigmoid(x).sigmoid(), x)
-    assert torch.isfinite(inverse_sigmoid(torch.tensor([0.0, 1.0]))).all()
+    torch.testing.assert_close(inverse_sigmoid(x, DAB_DETR_EPS).sigmoid(), x)
+    # The official DAB-DETR constant (util/misc.py: eps=1e-3): log(1e-3 / 1) at 0, its negation at 1.
+    edge = inverse_sigmoid(torch.tensor([0.0, 1e-4, 1.0], dtype=torch.float64), DAB_DETR_EPS)
+    want = [math.log(1e-3), math.log(1e-3 / (1 - 1e-4)), -math.log(1e-3)]
+    torch.testing.assert_close(edge, torch.tensor(want, dtype=torch.float64))
+    # Deformable DETR / DINO pass their own 1e-5.
+    assert inverse_sigmoid(torch.tensor([0.0]), 1e-5).item() == pytest.approx(math.log(1e-5))
 
 
 def test_projection_free_attention_against_manual_softmax():

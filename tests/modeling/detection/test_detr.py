@@ -4,6 +4,8 @@ Shared helpers (`PatchBackbone`, `tiny_config`, `two_boxes_item`, `overfit`) are
 imported by test_dab_detr.py.
 """
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -146,17 +148,20 @@ def test_padding_matters_without_the_mask():
         assert_batching_does_not_change_predictions(model)
 
 
-def test_feature_mask_rounds_up_partial_cells():
+def test_feature_mask_is_the_pixel_mask_shrunk_by_nearest_neighbour():
+    # The official DETR (models/backbone.py): F.interpolate(pixel_mask, feature size), mode
+    # "nearest": feature row i is padding when pixel row floor(i * H / h) of the batch is.
     model = _patch_detr()
-    images = model.preprocess(
-        [
-            {"image": torch.zeros(3, 40, 64, dtype=torch.uint8)},
-            {"image": torch.zeros(3, 64, 20, dtype=torch.uint8)},
-        ]
-    )
-    mask = model.feature_mask(images, (4, 4))
-    assert (~mask[0]).sum(0).tolist() == [3, 3, 3, 3]  # 40 rows -> ceil(40/16) = 3 valid rows
-    assert (~mask[1]).sum(1).tolist() == [2, 2, 2, 2]  # 20 cols -> 2 valid cols
+    sizes = [(301, 451), (250, 400)]  # padded to 301 x 451; a ResNet's res5 is 10 x 15
+    images = model.preprocess([{"image": torch.zeros(3, h, w, dtype=torch.uint8)} for h, w in sizes])
+    mask = model.feature_mask(images, (10, 15))
+    for m, (h, w) in zip(mask, sizes):
+        rows = [math.floor(i * 301 / 10) < h for i in range(10)]
+        cols = [math.floor(j * 451 / 15) < w for j in range(15)]
+        want = ~(torch.tensor(rows)[:, None] & torch.tensor(cols)[None, :])
+        assert torch.equal(m, want)
+    # 250 rows: 9 valid feature rows (pixel 240 < 250), where ceil(250 / 32) = 8.
+    assert (~mask[1]).sum(0).tolist() == [9] * 14 + [0]
 
 
 @pytest.mark.parametrize("model_type", ["DETR", "DABDETR"])

@@ -6,11 +6,14 @@ photo both give the same proposals, boxes, scores and labels (score threshold 0,
 one of the 100 detections is compared), and, with the same random seed, the same losses.
 """
 
+import pickle
+import sys
 from pathlib import Path
 
 import pytest
 import skimage.data
 import torch
+from torchvision.models import resnet50
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import box_iou
 
@@ -18,6 +21,7 @@ from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert
 
 CONFIG = Path(__file__).parents[3] / "configs/detection/faster_rcnn_r50_fpn_torchvision.yaml"
+sys.path.insert(0, str(Path(__file__).parents[2] / "engine"))  # test_convert_resnet's caffe2 helpers
 
 
 def _randomise_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -149,3 +153,56 @@ def test_training_losses_match_torchvision(models, image):
     for tv_name, name in names.items():
         torch.testing.assert_close(losses[name], tv_losses[tv_name], atol=1e-5, rtol=1e-4)
     assert all(v > 0 for v in losses.values())
+
+
+# --- detectron2's recipe: the MSRA caffe2 backbone under faster_rcnn_r50_fpn_detectron2.yaml ---
+
+D2_CONFIG = Path(__file__).parents[3] / "configs/detection/faster_rcnn_r50_fpn_detectron2.yaml"
+
+
+def _stride_in_1x1(net: torch.nn.Module) -> torch.nn.Module:
+    """torchvision's ResNet with each stage's stride moved to the first 1x1 (MSRA/caffe2)."""
+    for layer in (net.layer2, net.layer3, net.layer4):
+        layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+    return net
+
+
+@pytest.mark.slow
+def test_detectron2_recipe_backbone_computes_what_detectron2_computes(tmp_path):
+    """The detectron2-layout config started from a caffe2 `R-50.pkl` gives, in float64 on a
+    real photo, the features detectron2 computes from it: BGR minus the MSRA mean, stride in
+    the 1x1 convs, and every caffe2 norm as `F.batch_norm(x, 0, 1, s, b, eps=1e-5)` (the
+    running_var = 1 that detectron2/layers/batch_norm.py fills in when loading such files).
+    """
+    from test_convert_resnet import EPS, detectron2_network, msra_blobs
+
+    g = torch.Generator().manual_seed(0)
+    tv = _stride_in_1x1(resnet50())
+    _randomise_batchnorm(tv, g)
+    blobs = msra_blobs(tv)
+    with open(tmp_path / "R-50.pkl", "wb") as f:
+        pickle.dump(blobs, f, protocol=2)
+    cfg = load_config(
+        D2_CONFIG, [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.backbone.channels_last=false"]
+    )
+    ours = build(cfg.model, MODELS).double().eval()
+    ours.pixel_mean.copy_(torch.tensor(cfg.model.pixel_mean, dtype=torch.float64).view(-1, 1, 1))
+    ref = detectron2_network(tv, blobs)
+    assert EPS == 1e-5
+
+    image = torch.from_numpy(skimage.data.coffee()[:250, :375].copy()).permute(2, 0, 1)  # uint8 RGB
+    with torch.no_grad():
+        padded = ours.preprocess([{"image": image}])
+        bgr = (
+            image.flip(0).double()
+            - torch.tensor([103.53, 116.28, 123.675], dtype=torch.float64)[:, None, None]
+        )
+        x = torch.zeros_like(padded.tensor)
+        x[0, :, :250, :375] = bgr  # detectron2 pads to a multiple of 32 with zeros too
+        torch.testing.assert_close(padded.tensor, x, rtol=0, atol=1e-12)
+        got = ours.backbone(padded.tensor)
+        res2 = ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x)))))
+        res3 = ref.layer2(res2)
+        res5 = ref.layer4(ref.layer3(res3))
+    for name, want in (("res2", res2), ("res3", res3), ("res5", res5)):
+        torch.testing.assert_close(got[name], want, rtol=1e-10, atol=1e-10 * want.abs().max().item())

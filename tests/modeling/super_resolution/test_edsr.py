@@ -4,6 +4,7 @@ tiled inference and self-ensemble."""
 import math
 
 import pytest
+import skimage.data
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,6 +98,16 @@ def test_official_checkpoint_loads_and_matches(scale):
     x = torch.rand(1, 3, 10, 12) * 255
     with torch.no_grad():
         torch.testing.assert_close(ours.network(x), official(x), rtol=0, atol=1e-3)
+        # float64 on a real photo: the same function to rounding, once both hold the mean
+        # rounded the same way (float32 0.4488 * 255 there, float32 of 0.4488 * 255 here:
+        # 1e-7 relative apart).
+        photo = torch.from_numpy(skimage.data.astronaut()[200:240, 180:228].copy()).permute(2, 0, 1)
+        x = photo[None].double()
+        want = official.double()(x)
+        ours.double().pixel_mean.copy_(-official.sub_mean.bias.view(1, 3, 1, 1))
+        torch.testing.assert_close(ours.double().network(x), want, rtol=0, atol=1e-10 * want.abs().max().item())
+    ours.float()
+    official.float()
     # Round trip: ours -> official layout -> ours, tensor for tensor.
     back = edsr_to_official(ours.state_dict())
     assert set(back) == set(official.state_dict())
