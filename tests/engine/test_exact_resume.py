@@ -87,7 +87,7 @@ def _killed_run(cfg_path: Path, out: Path, kill_at: int, in_write: int) -> subpr
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow  # four short trainings per task: about a minute each on two busy cores
+@pytest.mark.slow  # four short trainings per task; all 6 tests: 37 min on 2 cores shared at load ~25
 @pytest.mark.parametrize("task", tasks.TASKS)
 def test_same_seed_same_weights_and_sigkill_resume_is_exact(task, data, tmp_path):
     cfg_path = tasks.write_task_config(task, data, tmp_path / f"{task}.yaml")
