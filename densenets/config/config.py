@@ -26,7 +26,19 @@ from .custom_imports import import_custom_modules
 from .paths import find_config
 from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
 
-__all__ = ["ConfigNode", "load_config", "dump_config", "apply_overrides", "parse_value", "validate_config"]
+# The sections of an experiment file; top-level keys starting with `_` are the user's
+# own (e.g. YAML anchors) and left alone.
+TOP_LEVEL_KEYS = ("model", "data", "train", "evaluation", "infer", "custom_imports")
+
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "ConfigNode",
+    "load_config",
+    "dump_config",
+    "apply_overrides",
+    "parse_value",
+    "validate_config",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -152,12 +164,14 @@ def _read_yaml(path: Path, chain: list[Path]) -> dict:
 def _load_file(path: Path, chain: list[Path]) -> dict:
     path = Path(os.path.normpath(path.absolute()))
     if path in chain:
-        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path):], path])
+        cycle = " -> ".join(str(p) for p in [*chain[chain.index(path) :], path])
         raise ConfigError(f"_base_ cycle: {cycle}")
     data = _read_yaml(path, chain)
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_: expected a path or a list of paths, got {bases!r}")
     merged: dict = {}
     for base in bases:
         merged = _merge(merged, _load_file(path.parent / base, [*chain, path]))
@@ -181,22 +195,49 @@ def _schema_for(node: Mapping, path: str):
     return SECTION_SCHEMAS.get(path)
 
 
-def _check_new_key(node: Mapping, key: str, path: str) -> None:
-    """An override that adds `key` to `node` must name a constructor argument."""
+def _check_new_key(node: Mapping, key: str, path: str, add: bool, created: bool) -> None:
+    """May an override add `key` to `node`? Keys of a checked dict (a registered section
+    or a component with `type`) must be its constructor's arguments, with or without
+    `+`; elsewhere `+` adds any key and a plain override must name an existing key,
+    unless `node` was made by this override (then whatever builds it checks it)."""
+    full = f"{path}.{key}" if path else key
+    if not path:  # the root holds the experiment's sections
+        if key in TOP_LEVEL_KEYS or key.startswith("_"):
+            return
+        raise ConfigError(_unknown_section(key))
     schema = _schema_for(node, path)
-    allowed = set(node)
     if schema is not None:
         keys, var_kw = valid_keys(schema)
         if var_kw or key in keys:
             return
-        allowed |= keys
-    full = f"{path}.{key}" if path else key
-    guess = closest(key, allowed)
-    raise ConfigError(f"{full}: unknown key" + (f", did you mean {guess}?" if guess else ""))
+        message = f"{full}: unknown key" + _guess(key, keys | set(node))
+        if add:
+            allowed = ", ".join(sorted(keys - {"type"}))
+            message += f" ({path} is a checked section: {key} is not one of {allowed})"
+        raise ConfigError(message)
+    if add or created:
+        return
+    raise ConfigError(f"{full}: unknown key" + _guess(key, set(node)) + f" (to add it: +{full}=...)")
+
+
+def _guess(key: str, candidates: set[str]) -> str:
+    guess = closest(key, candidates)
+    return f", did you mean {guess}?" if guess else ""
+
+
+def _unknown_section(key: str) -> str:
+    return (
+        f"{key}: unknown top-level section{_guess(key, set(TOP_LEVEL_KEYS))} "
+        f"(sections: {', '.join(TOP_LEVEL_KEYS)}; keys starting with _ are free)"
+    )
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """Apply `key.sub=value` / `+key.sub=value` strings to a plain nested dict, in place."""
+    """Apply `key.sub=value` / `+key.sub=value` strings to a plain nested dict, in place.
+
+    A section or sub-dict missing on the way is created (`infer.visualizer.x=1` in a
+    config without `infer`); each new key is checked as `_check_new_key` says.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
@@ -206,30 +247,37 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if not all(parts):
             raise ConfigError(f"override {item!r}: empty key")
         node: Any = cfg
+        created = False
         for depth, part in enumerate(parts):
             path = ".".join(parts[:depth])
             last = depth == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"{'.'.join(parts[:depth + 1])}: no such list index")
+                    raise ConfigError(f"{'.'.join(parts[: depth + 1])}: no such list index")
                 part = int(part)
             elif part not in node:
-                if not add:
-                    _check_new_key(node, part, path)
+                _check_new_key(node, part, path, add, created)
                 if not last:
-                    node[part] = {}
+                    node[part], created = {}, True
             if last:
                 node[part] = parse_value(text)
-            else:
-                node = node[part]
-                if not isinstance(node, (dict, list)):
-                    raise ConfigError(f"{'.'.join(parts[:depth + 1])}: is a value, not a mapping")
+                break
+            if node[part] is None:  # `train.ema: null` overridden by `train.ema.decay=0.99`
+                node[part], created = {}, True
+            node = node[part]
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{'.'.join(parts[: depth + 1])}: is a value, not a mapping")
     return cfg
 
 
 def validate_config(cfg: Mapping, path: str = "") -> None:
-    """Check every dict whose `type` is registered (and every registered section)
-    against its constructor's signature; raises ConfigError naming the key path."""
+    """Check the top-level sections, and every dict whose `type` is registered (and every
+    registered section) against its constructor's signature and type hints; raises
+    ConfigError naming the key path."""
+    if isinstance(cfg, Mapping) and not path:
+        for key in cfg:
+            if key not in TOP_LEVEL_KEYS and not str(key).startswith("_"):
+                raise ConfigError(_unknown_section(str(key)))
     if isinstance(cfg, Mapping):
         schema = _schema_for(cfg, path)
         if schema is not None:

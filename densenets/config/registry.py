@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .types import check_value, type_hints
+
 __all__ = [
     "Registry",
     "build",
@@ -139,6 +141,7 @@ def register_section(name: str) -> Callable:
 
     return _add
 
+
 _ALL_REGISTRIES = (MODELS, BACKBONES, NECKS, HEADS, DATASETS, TRANSFORMS, EVALUATORS, VISUALIZERS)
 
 
@@ -172,21 +175,22 @@ def _required_keys(obj: Callable) -> set[str]:
     return {
         n
         for n, p in params.items()
-        if n != "self"
-        and p.default is p.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if n != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
-def check_keys(
-    cfg: Mapping, obj: Callable, path: str, extra: Mapping = (), require: bool = True
-) -> None:
-    """Raise ConfigError for keys of `cfg` that `obj` does not accept.
+def check_keys(cfg: Mapping, obj: Callable, path: str, extra: Mapping = (), require: bool = True) -> None:
+    """Raise ConfigError for keys of `cfg` that `obj` does not accept, and for values
+    that do not fit the constructor's type hints (`types.check_value`).
 
     With `require`, also for required constructor arguments that neither `cfg` nor
     `extra` supplies (classes with `from_config` check their own).
     """
     keys, has_var_kw = valid_keys(obj)
+    hints = type_hints(obj)
+    for key, value in cfg.items():
+        if key in hints:
+            check_value(value, hints[key], _join(path, key))
     if has_var_kw:
         return
     for key in cfg:
@@ -224,11 +228,21 @@ def build(cfg: Mapping | None, registry: Registry, **extra: Any) -> Any:
         raise ConfigError(f"{path}: missing 'type' (one of {', '.join(registry)})")
     obj = registry.get(cfg["type"], path=_join(path, "type"))
     check_keys(cfg, obj, path, extra)
-    if hasattr(obj, "from_config"):
-        return obj.from_config(cfg, **extra)
-    kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    kwargs.update(extra)
-    return obj(**_plain(kwargs))
+    try:
+        if hasattr(obj, "from_config"):
+            return obj.from_config(cfg, **extra)
+        kwargs = {k: v for k, v in cfg.items() if k != "type"}
+        kwargs.update(extra)
+        return obj(**_plain(kwargs))
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        # A constructor's own check ("depth: must be one of ..."): say which key path.
+        text = str(e)
+        key = text.split(":", 1)[0]
+        if key in cfg and key != text:
+            raise ConfigError(f"{_join(path, key)}:{text.split(':', 1)[1]}") from e
+        raise ConfigError(f"{path}: {text}") from e
 
 
 def _plain(value: Any) -> Any:

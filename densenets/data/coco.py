@@ -19,7 +19,77 @@ from densenets.config import DATASETS, TRANSFORMS, build
 
 from .io import read_image
 
-__all__ = ["COCODetection", "load_coco"]
+__all__ = ["COCODetection", "load_coco", "coco_problems"]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _dict_entries(data: Mapping, key: str, problems: list[str]) -> list[Mapping]:
+    entries = data[key]
+    if not isinstance(entries, list):
+        problems.append(f"'{key}' must be a list, got {type(entries).__name__}")
+        return []
+    bad = next((i for i, e in enumerate(entries) if not isinstance(e, Mapping)), None)
+    if bad is not None:
+        problems.append(f"{key}[{bad}]: expected an object, got {entries[bad]!r}")
+    return [e for e in entries if isinstance(e, Mapping)]
+
+
+def _image_problems(images: list[Mapping], problems: list[str]) -> set:
+    seen: dict[Any, int] = {}
+    for i, img in enumerate(images):
+        if "id" not in img:
+            problems.append(f"images[{i}]: no 'id'")
+            continue
+        where = f"image id {img['id']}"
+        if img["id"] in seen:
+            problems.append(f"{where}: duplicate image id (images[{seen[img['id']]}] and images[{i}])")
+        seen.setdefault(img["id"], i)
+        for key in ("file_name", "width", "height"):
+            if key not in img:
+                problems.append(f"{where}: no '{key}'")
+        for key in ("width", "height"):
+            if key in img and not (
+                isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0
+            ):
+                problems.append(f"{where}: '{key}' must be a positive integer, got {img[key]!r}")
+    return set(seen)
+
+
+def _annotation_problems(ann: Mapping, i: int, image_ids: set, cat_ids: set) -> list[str]:
+    where = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}] (no 'id')"
+    out = [f"{where}: no '{k}'" for k in ("image_id", "category_id", "bbox") if k not in ann]
+    if "image_id" in ann and ann["image_id"] not in image_ids:
+        out.append(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
+    if "category_id" in ann and ann["category_id"] not in cat_ids:
+        out.append(
+            f"{where}: category_id {ann['category_id']!r} is not in 'categories' ({sorted(cat_ids, key=str)})"
+        )
+    box = ann.get("bbox")
+    if "bbox" in ann and not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        out.append(f"{where}: 'bbox' must be [x, y, width, height], got {box!r}")
+    elif "bbox" in ann and (box[2] < 0 or box[3] < 0):
+        out.append(f"{where}: 'bbox' has a negative width or height: {box!r}")
+    return out
+
+
+def coco_problems(data: Mapping) -> list[str]:
+    """Every problem of a COCO detection dict that would otherwise surface as a bare
+    KeyError or a silently lost image, each naming the image/annotation id."""
+    problems: list[str] = []
+    image_ids = _image_problems(_dict_entries(data, "images", problems), problems)
+    cats = _dict_entries(data, "categories", problems)
+    cat_ids = {c["id"] for c in cats if "id" in c}
+    problems += [
+        f"categories[{i}]: no '{k}'" for i, c in enumerate(cats) for k in ("id", "name") if k not in c
+    ]
+    if len(cat_ids) != len([c for c in cats if "id" in c]):
+        problems.append("duplicate category ids in 'categories'")
+    for i, ann in enumerate(_dict_entries(data, "annotations", problems)):
+        problems += _annotation_problems(ann, i, image_ids, cat_ids)
+    return problems
 
 
 def load_coco(ann_file: str | os.PathLike) -> COCO:
@@ -35,6 +105,10 @@ def load_coco(ann_file: str | os.PathLike) -> COCO:
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise ValueError(f"{path}: not a COCO detection file (no {', '.join(missing)})")
+    problems = coco_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(f"{path}: {problems[0]}{more}")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):

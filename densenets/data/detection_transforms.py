@@ -14,6 +14,8 @@ import numpy as np
 
 from densenets.config import TRANSFORMS
 
+from .seeding import seed_albumentations
+
 __all__ = ["DetectionTransform", "ResizeShortestEdge", "shortest_edge_size"]
 
 
@@ -112,6 +114,10 @@ class DetectionTransform:
         self.pipeline = A.Compose(
             steps, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_index"]), seed=seed
         )
+
+    def set_random_seed(self, seed: int) -> None:
+        """Make the next calls reproducible (the training loader seeds each item)."""
+        seed_albumentations(self.pipeline, seed)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         """Transform ``item["image"]`` and every array in ``item["instances"]`` (per box)."""

@@ -1,14 +1,17 @@
 """Data loaders: batches are plain lists of item dicts (collate = identity).
 
 Training items are seeded by their position in the global stream: before item `g` is
-read, python's `random`, numpy's and torch's global generators (and the dataset's own,
-when it has `set_random_seed(seed)` or `transforms.set_random_seed(seed)`, as an
-Albumentations `Compose` does) are seeded from `(seed, g)`. Random augmentation thus
-depends neither on the number of workers or processes nor on where a run was resumed.
+read, python's `random`, numpy's and torch's global generators and every transform
+with a generator of its own (`seeding.seed_transforms`: the dataset's, its
+`transforms`', each Albumentations pipeline's) are seeded from `(seed, g)`. Random
+augmentation thus depends neither on the number of workers or processes nor on where
+a run was resumed. Loader workers run in a process group of their own, so Ctrl-C
+reaches only the main process, which decides how training stops (`engine/launch.py`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from densenets.utils import comm
 
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+from .seeding import seed_transforms
 
 __all__ = ["build_train_loader", "build_test_loader", "list_collate", "seed_everything"]
 
@@ -41,9 +45,6 @@ class _PositionSeeded(Dataset):
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed = dataset, seed
-        self._seed_fn = getattr(dataset, "set_random_seed", None) or getattr(
-            getattr(dataset, "transforms", None), "set_random_seed", None
-        )
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -52,9 +53,16 @@ class _PositionSeeded(Dataset):
         position, index = key
         item_seed = (self.seed * 0x9E3779B1 + position) % 2**63
         seed_everything(item_seed)
-        if self._seed_fn is not None:
-            self._seed_fn(item_seed % 2**32)
+        seed_transforms(self.dataset, item_seed % 2**32)
         return self.dataset[index]
+
+
+def _own_process_group(worker_id: int) -> None:
+    """Move a loader worker out of the terminal's process group: Ctrl-C (or a signal to
+    the whole group) reaches the main process only, which stops training cleanly and
+    then ends the workers itself."""
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
 
 
 def _per_process_batch(batch_size: int, accumulate: int) -> int:
@@ -98,7 +106,9 @@ def build_train_loader(
     ratios: Sequence[float] | None = getattr(dataset, "aspect_ratios", None)
     if aspect_ratio_grouping and ratios is not None:
         if len(ratios) != len(dataset):
-            raise ValueError(f"{type(dataset).__name__}.aspect_ratios has {len(ratios)} entries for {len(dataset)} items")
+            raise ValueError(
+                f"{type(dataset).__name__}.aspect_ratios has {len(ratios)} entries for {len(dataset)} items"
+            )
         # Grouping changes which positions share a batch, so each process groups its
         # own stream from the start and the resumed part skips the batches already used.
         sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=seed)
@@ -112,6 +122,7 @@ def build_train_loader(
         num_workers=num_workers,
         collate_fn=list_collate,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_own_process_group if num_workers > 0 else None,
         # Its own generator: creating the loader (e.g. when resuming) must not draw from
         # the global RNG that the model's dropout uses.
         generator=torch.Generator().manual_seed(seed),

@@ -21,6 +21,8 @@ import numpy as np
 
 from densenets.config import TRANSFORMS
 
+from .seeding import derive_seed, seed_albumentations
+
 __all__ = ["SemSegTrainTransform", "SemSegTestTransform", "cat_max_ratio_crop"]
 
 
@@ -100,7 +102,11 @@ class SemSegTrainTransform:
             + [
                 A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
                 A.PadIfNeeded(
-                    *self.crop_size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index
+                    *self.crop_size,
+                    position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
                 ),
             ]
         )
@@ -118,9 +124,9 @@ class SemSegTrainTransform:
 
     def set_random_seed(self, seed: int) -> None:
         """Make the next calls reproducible (the loaders seed each item)."""
-        self.rng = np.random.default_rng(seed)
-        self.rescale.set_random_seed(seed)
-        self.flip_photo.set_random_seed(seed + 1)
+        self.rng = np.random.default_rng(derive_seed(seed, 0))
+        seed_albumentations(self.rescale, derive_seed(seed, 1))
+        seed_albumentations(self.flip_photo, derive_seed(seed, 2))
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         image, label = item["image"], np.asarray(item["sem_seg"]).astype(np.uint8)
@@ -143,7 +149,9 @@ class SemSegTestTransform:
     """
 
     def __init__(self, scale: Sequence[int] | None = None) -> None:
-        self.resize = A.LongestMaxSize(max_size_hw=_pair(scale, "scale"), p=1.0) if scale is not None else None
+        self.resize = (
+            A.LongestMaxSize(max_size_hw=_pair(scale, "scale"), p=1.0) if scale is not None else None
+        )
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         if self.resize is not None:

@@ -42,14 +42,22 @@ def build_transforms(spec: Any) -> Transform | None:
         return spec
     if isinstance(spec, Mapping):
         return build(spec, TRANSFORMS)
-    steps = [build_transforms(s) for s in spec]
+    return TransformList([build_transforms(s) for s in spec])
 
-    def apply(item: dict[str, Any]) -> dict[str, Any]:
-        for step in steps:
+
+class TransformList:
+    """Transforms applied in order; `transforms` lets the loader seed each one."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        for step in self.transforms:
             item = step(item)
         return item
 
-    return apply
+    def __repr__(self) -> str:
+        return f"TransformList({self.transforms})"
 
 
 def _images(folder: Path) -> list[Path]:
@@ -116,8 +124,10 @@ class SRPairs(Dataset):
             lr = read_image(self.lr_files[index])
             h, w = lr.shape[:2]
             if hr.shape[0] < s * h or hr.shape[1] < s * w:
-                raise ValueError(f"{hr_path}: HR {hr.shape[0]}x{hr.shape[1]} is smaller than {s} x LR "
-                                 f"{h}x{w} of {self.lr_files[index]}")
+                raise ValueError(
+                    f"{hr_path}: HR {hr.shape[0]}x{hr.shape[1]} is smaller than {s} x LR "
+                    f"{h}x{w} of {self.lr_files[index]}"
+                )
             hr = hr[: s * h, : s * w]
         if self.cache:
             self._cache[index] = (lr, hr)

@@ -8,10 +8,18 @@ numbers, strings, lists and dicts only (numpy's RNG state is stored as a tensor)
     rng                                         per-process python/numpy/torch(/cuda) states
     best                                        {"metric": str, "value": float} or None
     config                                      the merged config as YAML text
+    checksum                                    "sha256:<hex>" of everything above
+
+Integrity: `Checkpointer.save` refuses a state with a NaN/Inf tensor (model, EMA or
+optimiser) and writes through a temporary file that is flushed to disk before it is
+renamed over the old one; `load_checkpoint` recomputes the checksum, so a truncated or
+bit-flipped file is an error naming it instead of silently different weights.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import random
 import re
@@ -26,6 +34,11 @@ from torch import nn
 __all__ = [
     "Checkpointer",
     "CheckpointError",
+    "NonFiniteError",
+    "state_digest",
+    "check_finite",
+    "save_atomic",
+    "remove_temporary_files",
     "load_checkpoint",
     "load_model_weights",
     "unwrap_model",
@@ -36,6 +49,62 @@ __all__ = [
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; names the file."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf in the losses or in the training state; the message names the iteration."""
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Hash `obj` (tensors, containers, scalars) in a layout-independent way."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}".encode())
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def state_digest(state: Mapping) -> str:
+    """`sha256:<hex>` over every entry of `state` except `checksum`."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return "sha256:" + h.hexdigest()
+
+
+def _tensors(obj: Any, prefix: str):
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def check_finite(state: Mapping, what: str = "the checkpoint") -> None:
+    """Raise NonFiniteError if a floating-point tensor of the model, EMA or optimiser
+    state holds NaN or Inf, naming the iteration, the counts and the first such tensor."""
+    for part in ("model", "ema", "optimizer"):
+        tensors = [(n, t) for n, t in _tensors(state.get(part), part) if t.is_floating_point()]
+        bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
+        if bad:
+            it = state.get("iteration", "?")
+            raise NonFiniteError(
+                f"iteration {it}: {len(bad)} of {len(tensors)} {part} tensors are not finite (first: {bad[0]}); "
+                f"training stopped without writing {what}, so the checkpoints on disk are unchanged "
+                "(lower the learning rate, or enable train.clip_grad)"
+            )
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -50,15 +119,38 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` to a temporary file in the same folder, then rename over `path`."""
+    """`torch.save` to a temporary file in the same folder, flushed to disk, then renamed
+    over `path`: a crash or a full disk at any moment leaves the old file intact.
+
+    Raises:
+        CheckpointError: no space left on the device (the old file is unchanged).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
+            raise CheckpointError(
+                f"{path}: no space left on device while writing the checkpoint; {kept}"
+            ) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete `.NAME.tmpPID` files that interrupted writes left in `folder`."""
+    found = [p for p in Path(folder).glob(".*.tmp*") if p.is_file()] if Path(folder).is_dir() else []
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -72,6 +164,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: cannot read as a weights-only checkpoint ({first})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
+    if "checksum" in obj and state_digest(obj) != obj["checksum"]:
+        raise CheckpointError(
+            f"{path}: checksum mismatch, the file is corrupt (changed after it was written)"
+        )
     return dict(obj)
 
 
@@ -111,7 +207,10 @@ def load_model_weights(
     unexpected = sorted(set(result.unexpected_keys) | set(shape_bad))
     if strict and (missing or unexpected):
         lines = [f"{name}: checkpoint does not match the model"]
-        lines += [f"  shape mismatch: {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shape_bad]
+        lines += [
+            f"  shape mismatch: {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in shape_bad
+        ]
         lines += [f"  missing: {k}" for k in missing if k not in shape_bad]
         lines += [f"  unexpected: {k}" for k in unexpected if k not in shape_bad]
         raise CheckpointError("\n".join(lines))
@@ -140,7 +239,9 @@ def set_rng_state(state: Mapping) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -157,8 +258,12 @@ class Checkpointer:
         self.output_dir, self.keep = Path(output_dir), keep
 
     def save(self, name: str, state: Mapping) -> Path:
+        """Write `state` with its checksum; refuses a state with NaN/Inf (NonFiniteError)."""
+        check_finite(state, name)
         path = self.output_dir / name
-        save_atomic(dict(state), path)
+        state = {k: v for k, v in state.items() if k != "checksum"}
+        state["checksum"] = state_digest(state)
+        save_atomic(state, path)
         return path
 
     def save_periodic(self, iteration: int, state: Mapping) -> Path:
@@ -170,9 +275,24 @@ class Checkpointer:
 
     def periodic(self) -> list[Path]:
         """Periodic checkpoints, oldest first."""
-        found = [(int(m.group(1)), p) for p in self.output_dir.glob("model_*.pth") if (m := self._PERIODIC.match(p.name))]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.output_dir.glob("model_*.pth")
+            if (m := self._PERIODIC.match(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def last(self) -> Path | None:
         path = self.output_dir / "last.pth"
         return path if path.exists() else None
+
+    def newest_intact(self, exclude: Path | None = None) -> tuple[Path, dict] | None:
+        """The newest periodic checkpoint that reads and passes its checksum, with its state."""
+        for path in reversed(self.periodic()):
+            if exclude is not None and path == exclude:
+                continue
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError:
+                continue
+        return None

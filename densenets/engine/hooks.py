@@ -35,7 +35,9 @@ class LoggingHook(HookBase):
         plot: draw `metrics.png` when training ends.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, period: int = 20, tensorboard: bool = True, plot: bool = True):
+    def __init__(
+        self, output_dir: str | os.PathLike, period: int = 20, tensorboard: bool = True, plot: bool = True
+    ):
         self.output_dir, self.period = Path(output_dir), max(1, period)
         self.tensorboard, self.plot = tensorboard, plot
         self.enabled = comm.is_main_process()
@@ -124,6 +126,13 @@ class CheckpointHook(HookBase):
                 self.checkpointer.save("last.pth", state)
             comm.synchronize()
 
+    def on_interrupt(self) -> None:
+        state = self._state()
+        if comm.is_main_process():
+            path = self.checkpointer.save("last.pth", state)
+            logger.info("saved %s", path)
+        comm.synchronize()
+
     def after_train(self) -> None:
         state = self._state()
         if comm.is_main_process():
@@ -167,7 +176,9 @@ class EvalHook(HookBase):
         if self.best_metric is None:
             return
         if self.best_metric not in results:
-            raise KeyError(f"train.best_metric: {self.best_metric!r} is not among the metrics {sorted(results)}")
+            raise KeyError(
+                f"train.best_metric: {self.best_metric!r} is not among the metrics {sorted(results)}"
+            )
         value = float(results[self.best_metric])
         if math.isfinite(value) and (t.best is None or value > t.best["value"]):
             t.best = {"metric": self.best_metric, "value": value, "iter": t.iter}

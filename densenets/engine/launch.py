@@ -7,9 +7,12 @@ and picks NCCL on GPUs, gloo on CPU. Without them everything runs in one process
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +26,55 @@ from densenets.data.loader import build_test_loader, build_train_loader, seed_ev
 from densenets.utils import comm
 from densenets.utils.logging import setup_logger
 
-from .checkpoint import Checkpointer, load_model_weights, unwrap_model
+from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
+from .config_check import run_differences
 from .ema import ModelEMA
 from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .optim import WarmupLR, build_optimizer
-from .schema import parse_section
+from .run_dir import RunLock, prepare_run_dir
+from .schema import check_device, parse_section
 from .trainer import Trainer
 
-__all__ = ["init_distributed", "build_trainer", "train", "evaluate", "get_class_names", "resolve_device"]
+__all__ = [
+    "init_distributed",
+    "build_trainer",
+    "train",
+    "evaluate",
+    "get_class_names",
+    "resolve_device",
+    "TrainingInterrupted",
+]
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` -> CUDA when available; `cuda` -> this process's GPU (LOCAL_RANK)."""
+    """`auto` -> CUDA when available; `cuda` -> this process's GPU (LOCAL_RANK);
+    `cuda:N` -> GPU N; `mps` -> Apple's GPU; `cpu`.
+
+    Raises:
+        ConfigError: a malformed name, or a device this machine does not have.
+    """
+    check_device(device, "device")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)")
+            raise ConfigError(
+                f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)"
+            )
         if device == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+        index, count = int(device.split(":")[1]), torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device 'mps': not available (torch.backends.mps.is_available() is False)")
     return torch.device(device)
 
 
@@ -56,7 +86,9 @@ def init_distributed(device: str = "auto") -> torch.device:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not comm.is_dist():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None
+        )
     return dev
 
 
@@ -118,14 +150,21 @@ def build_trainer(
     wrapped: nn.Module = model
     if comm.get_world_size() > 1:
         ids = [dev.index] if dev.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=tcfg.find_unused_parameters)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=tcfg.find_unused_parameters
+        )
     if tcfg.compile:
         wrapped = torch.compile(wrapped)
 
     def loader_fn(start_iter: int):
         return build_train_loader(
-            train_set, tcfg.batch_size, accumulate=tcfg.accumulate, seed=tcfg.seed, start_iter=start_iter,
-            num_workers=dcfg.num_workers, aspect_ratio_grouping=dcfg.aspect_ratio_grouping,
+            train_set,
+            tcfg.batch_size,
+            accumulate=tcfg.accumulate,
+            seed=tcfg.seed,
+            start_iter=start_iter,
+            num_workers=dcfg.num_workers,
+            aspect_ratio_grouping=dcfg.aspect_ratio_grouping,
         )
 
     checkpointer = Checkpointer(output_dir, keep=tcfg.keep_checkpoints)
@@ -134,46 +173,172 @@ def build_trainer(
     ids = getattr(train_set, "label_to_category_id", None)
     extra["meta"] = {"class_names": get_class_names(cfg, train_set), "category_ids": list(ids) if ids else None}
     hooks = []
-    eval_fn = _eval_fn(cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped))
+    eval_fn = _eval_fn(
+        cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped)
+    )
     if eval_fn is not None:
         hooks.append(EvalHook(eval_fn, tcfg.eval_period, tcfg.best_metric, checkpointer, extra))
     elif tcfg.best_metric:
         raise ConfigError("train.best_metric: needs data.val and an evaluation section")
-    hooks += [CheckpointHook(checkpointer, tcfg.checkpoint_period, extra), LoggingHook(output_dir, tcfg.log_period, plot=tcfg.plot)]
+    hooks += [
+        CheckpointHook(checkpointer, tcfg.checkpoint_period, extra),
+        LoggingHook(output_dir, tcfg.log_period, plot=tcfg.plot),
+    ]
     trainer = Trainer(
-        wrapped, optimizer, scheduler, loader_fn, max_iter, accumulate=tcfg.accumulate, amp=tcfg.amp,
-        clip_grad=tcfg.clip_grad, ema=ema, hooks=hooks,
+        wrapped,
+        optimizer,
+        scheduler,
+        loader_fn,
+        max_iter,
+        accumulate=tcfg.accumulate,
+        amp=tcfg.amp,
+        clip_grad=tcfg.clip_grad,
+        ema=ema,
+        hooks=hooks,
     )
     trainer.checkpointer = checkpointer
     logger.info(
-        "training %s for %d iterations on %d process(es), %s, batch %d", type(model).__name__, max_iter,
-        comm.get_world_size(), dev, tcfg.batch_size,
+        "training %s for %d iterations on %d process(es), %s, batch %d",
+        type(model).__name__,
+        max_iter,
+        comm.get_world_size(),
+        dev,
+        tcfg.batch_size,
     )
     return trainer
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training after a step; `last.pth` holds that step."""
+
+    def __init__(self, signal_name: str, iteration: int, path: Path | None) -> None:
+        self.signal_name, self.iteration, self.path = signal_name, iteration, path
+        saved = f"saved {path}" if path is not None else "nothing saved (no checkpointer)"
+        super().__init__(f"interrupted by {signal_name} at iteration {iteration}: {saved}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to stop after the current step; a second one acts
+    as usual (KeyboardInterrupt / termination). Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        trainer.request_stop(signal.Signals(signum).name)
+        signal.signal(signum, previous[signum])
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _resume_state(cfg: ConfigNode, output_dir: Path, resume: bool | str) -> tuple[dict, Path]:
+    """The state to resume from: `output_dir/last.pth` (or the given file), checked.
+
+    A corrupt `last.pth` falls back to the newest intact periodic checkpoint, with a
+    warning naming both; a config that changes the run (`config_check.RUN_KEYS`) is
+    refused with the list of differences.
+    """
+    checkpointer = Checkpointer(output_dir)
+    path = checkpointer.last() if resume is True else Path(resume)
+    if path is None:
+        raise FileNotFoundError(f"--resume: no last.pth in {output_dir}")
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as e:
+        found = checkpointer.newest_intact(exclude=path) if resume is True else None
+        if found is None:
+            where = (
+                ""
+                if resume is not True
+                else f"; no intact periodic checkpoint (model_*.pth) in {output_dir} either"
+            )
+            raise CheckpointError(f"{e}{where}") from None
+        logger.warning(
+            "%s; resuming from the newest intact checkpoint %s (iteration %d) instead",
+            e,
+            found[0],
+            found[1].get("iteration", -1),
+        )
+        path, state = found
+    if isinstance(state.get("config"), str):
+        saved = yaml.safe_load(state["config"]) or {}
+        diffs = run_differences(saved, cfg)
+        if diffs:
+            raise ConfigError(
+                f"--resume: the config differs from the run saved in {path}:\n  "
+                + "\n  ".join(diffs)
+                + f"\n--resume continues a run exactly as it was. To train with these settings from its weights, "
+                f"start a new run: --finetune {path} --output NEW_DIR"
+            )
+    return state, path
+
+
 def train(
-    cfg: ConfigNode, output_dir: str | os.PathLike, device: str | None = None, resume: bool | str = False
+    cfg: ConfigNode,
+    output_dir: str | os.PathLike,
+    device: str | None = None,
+    resume: bool | str = False,
+    overwrite: bool = False,
 ) -> Trainer:
-    """Train as the config says; `resume=True` continues from `output_dir/last.pth`
-    (or from the given checkpoint path).
+    """Train as the config says, in `output_dir`, which one trainer holds at a time.
+
+    Args:
+        resume: True continues from `output_dir/last.pth` (or the newest intact periodic
+            checkpoint when that is corrupt), a path from that file; the config must
+            not change the run (optimiser, schedule, model, ...).
+        overwrite: start over in a folder that holds a previous run (its checkpoints,
+            metrics and logs are deleted); without it such a folder is refused.
 
     Returns:
         The trainer after training (its `hooks` hold the last evaluation results).
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM; `last.pth` holds the last finished step.
     """
-    trainer = build_trainer(cfg, output_dir, device, pretrained=not resume)
-    if resume:
-        path = trainer.checkpointer.last() if resume is True else Path(resume)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no last.pth in {output_dir}")
-        trainer.resume(str(path))
-        logger.info("resumed from %s at iteration %d", path, trainer.iter)
-    trainer.train()
+    output_dir = Path(output_dir)
+    tcfg = parse_section("train", cfg.get("train"))
+    init_distributed(device or tcfg.device)
+    lock = RunLock(output_dir)
+    error = None
+    if comm.is_main_process():
+        try:
+            lock.acquire()
+            prepare_run_dir(output_dir, bool(resume), overwrite)
+        except Exception as e:  # noqa: BLE001 - every process raises it below
+            lock.release()
+            error = e
+    if comm.is_dist():
+        error = comm.broadcast_object(error)
+    if error is not None:
+        raise error
+    try:
+        state, path = _resume_state(cfg, output_dir, resume) if resume else (None, None)
+        trainer = build_trainer(cfg, output_dir, device, pretrained=not resume)
+        if state is not None:
+            trainer.load_state_dict(state, path=str(path))
+            logger.info("resumed from %s at iteration %d", path, trainer.iter)
+        with _stop_on_signals(trainer):
+            trainer.train()
+        if trainer.stopped_by is not None:
+            raise TrainingInterrupted(trainer.stopped_by, trainer.iter, trainer.checkpointer.last())
+    finally:
+        lock.release()
     return trainer
 
 
 def evaluate(
-    cfg: ConfigNode, weights: str | os.PathLike | None, output_dir: str | os.PathLike, device: str | None = None
+    cfg: ConfigNode,
+    weights: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    device: str | None = None,
 ) -> dict[str, float]:
     """Evaluate `weights` (EMA weights when the checkpoint holds them) on `data.val`."""
     dcfg = parse_section("data", cfg.get("data"))

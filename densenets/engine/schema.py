@@ -9,12 +9,14 @@ names the key. Every key is documented in `docs/engine.md`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from densenets.config import ConfigError, register_section
 from densenets.config.registry import closest
+from densenets.config.types import check_value, type_hints
 
 __all__ = [
     "TrainConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "DataConfig",
     "InferConfig",
     "parse_section",
+    "check_device",
 ]
 
 OPTIMIZERS = ("SGD", "AdamW")
@@ -57,6 +60,10 @@ class OptimizerConfig:
     def check(self, path: str) -> None:
         _choice(self.type, OPTIMIZERS, f"{path}.type")
         _positive(self.lr, f"{path}.lr", strict=False)
+        _positive(self.weight_decay, f"{path}.weight_decay", strict=False)
+        _positive(self.eps, f"{path}.eps")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"{path}.momentum: must be in [0, 1), got {self.momentum!r}")
         if len(self.betas) != 2:
             raise ConfigError(f"{path}.betas: expected two numbers, got {list(self.betas)}")
 
@@ -81,6 +88,7 @@ class SchedulerConfig:
         if list(self.steps) != sorted(self.steps):
             raise ConfigError(f"{path}.steps: must be increasing, got {list(self.steps)}")
         _positive(self.warmup_iters, f"{path}.warmup_iters", strict=False)
+        _positive(self.gamma, f"{path}.gamma")
 
 
 @register_section("train.clip_grad")
@@ -149,8 +157,7 @@ class TrainConfig:
         _choice(self.amp, AMP_DTYPES, f"{path}.amp")
         for key in ("log_period", "checkpoint_period", "keep_checkpoints", "eval_period"):
             _positive(getattr(self, key), f"{path}.{key}", strict=False)
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"{path}.device: expected auto, cpu or cuda, got {self.device!r}")
+        check_device(self.device, f"{path}.device")
 
 
 @register_section("data")
@@ -213,13 +220,24 @@ def parse_section(name: str, node: Mapping | None) -> Any:
     return _parse(_SECTIONS[name], node or {}, name)
 
 
+def check_device(device: Any, path: str) -> None:
+    """`auto`, `cpu`, `cuda`, `cuda:N` or `mps` (whether it exists is checked at run time)."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ConfigError(f"{path}: expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
 def _parse(cls: type, node: Mapping, path: str) -> Any:
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {node!r}")
     names = {f.name for f in dataclasses.fields(cls)}
+    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in node.items():
         if key not in names:
             guess = closest(key, names)
             raise ConfigError(f"{path}.{key}: unknown key" + (f", did you mean {guess}?" if guess else ""))
+        if key in hints:
+            check_value(value, hints[key], f"{path}.{key}")
         sub = _NESTED.get((path, key))
         if sub is not None and value is not None:
             if not isinstance(value, Mapping):
@@ -238,6 +256,7 @@ def _choice(value: Any, choices: tuple, path: str) -> None:
 
 
 def _positive(value: Any, path: str, strict: bool = True) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (strict and value == 0):
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool)
+    if bad or value != value or value < 0 or (strict and value == 0):
         need = "a positive number" if strict else "a number >= 0"
         raise ConfigError(f"{path}: expected {need}, got {value!r}")

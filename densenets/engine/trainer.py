@@ -22,7 +22,15 @@ from torch.optim import Optimizer
 
 from densenets.utils import comm
 
-from .checkpoint import get_rng_state, load_checkpoint, load_model_weights, set_rng_state, unwrap_model
+from .checkpoint import (
+    CheckpointError,
+    NonFiniteError,
+    get_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    set_rng_state,
+    unwrap_model,
+)
 from .ema import ModelEMA
 from .optim import WarmupLR, clip_gradients
 from .schema import ClipGradConfig
@@ -32,13 +40,14 @@ __all__ = ["Trainer", "HookBase", "NonFiniteLossError"]
 _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(NonFiniteError):
     """A loss term became NaN or Inf; the message names the iteration and the term."""
 
 
 class HookBase:
     """Called by the Trainer: `before_train`, `after_step` (after each optimiser step),
-    `after_train` (only when training finished normally), `write` (each log record)
+    `after_train` (only when training finished normally), `on_interrupt` (instead of
+    `after_step` when a stop was requested: SIGINT/SIGTERM), `write` (each log record)
     and `close` (always, last)."""
 
     trainer: Trainer
@@ -50,6 +59,9 @@ class HookBase:
         pass
 
     def after_train(self) -> None:
+        pass
+
+    def on_interrupt(self) -> None:
         pass
 
     def write(self, record: Mapping[str, Any]) -> None:
@@ -96,6 +108,9 @@ class Trainer:
         self.amp_dtype = _AMP_DTYPES.get(amp) if amp else None
         self.scaler = torch.amp.GradScaler(self.device.type) if amp == "float16" else None
         self.iter = 0
+        self.stop_request: str | None = None  # set by `request_stop` (signal handlers)
+        self.stopped_by: str | None = None
+        self._stop_agreed = False
         self.best: dict | None = None
         self.latest: dict[str, float] = {}
         self.hooks: list[HookBase] = []
@@ -121,13 +136,27 @@ class Trainer:
             while self.iter < self.max_iter:
                 self.run_step()
                 self.iter += 1
+                if self._stop_agreed or (comm.get_world_size() == 1 and self.stop_request):
+                    self.stopped_by = self.stop_request or "a signal to another process"
+                    for h in self.hooks:
+                        h.on_interrupt()
+                    return
                 for h in self.hooks:
                     h.after_step()
             for h in self.hooks:
                 h.after_train()
         finally:
+            # End the loader's (persistent) workers now rather than at interpreter exit.
+            shutdown = getattr(getattr(self, "_data", None), "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._data = None
             for h in self.hooks:
                 h.close()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current step (all processes agree on the step); safe in signal handlers."""
+        self.stop_request = reason
 
     def run_step(self) -> None:
         """One optimiser step over `accumulate` micro-batches."""
@@ -148,7 +177,9 @@ class Trainer:
         values = self._reduce_and_check(totals)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad)
+        grad_norm = clip_gradients(
+            [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad
+        )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -165,10 +196,14 @@ class Trainer:
 
     def _total(self, losses: Any) -> torch.Tensor:
         if not isinstance(losses, Mapping) or not losses:
-            raise TypeError(f"in training mode the model must return a non-empty dict of losses, got {type(losses).__name__}")
+            raise TypeError(
+                f"in training mode the model must return a non-empty dict of losses, got {type(losses).__name__}"
+            )
         for name, value in losses.items():
             if not isinstance(value, torch.Tensor) or value.ndim != 0:
-                raise TypeError(f"loss {name!r} must be a scalar tensor, got {getattr(value, 'shape', type(value))}")
+                raise TypeError(
+                    f"loss {name!r} must be a scalar tensor, got {getattr(value, 'shape', type(value))}"
+                )
         return sum(losses.values())
 
     def _sync_context(self, last: bool):
@@ -189,9 +224,11 @@ class Trainer:
     def _reduce_and_check(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         """Average the loss terms over processes; stop on NaN/Inf before the step."""
         names = sorted(totals)
-        stacked = torch.stack([totals[n] for n in names])
-        stacked = comm.all_reduce_sum(stacked) / comm.get_world_size()
-        values = dict(zip(names, stacked.tolist()))
+        # A stop request travels with the losses, so all processes stop after one step.
+        flag = torch.tensor(float(self.stop_request is not None), device=totals[names[0]].device)
+        stacked = comm.all_reduce_sum(torch.stack([totals[n] for n in names] + [flag]))
+        self._stop_agreed = bool(stacked[-1] > 0)
+        values = dict(zip(names, (stacked[:-1] / comm.get_world_size()).tolist()))
         for name in names:
             v = values[name]
             if v != v or v in (float("inf"), float("-inf")):
@@ -222,15 +259,31 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping, path: str = "checkpoint") -> None:
+        """Restore a state from `state_dict`; a state that does not fit this trainer (another
+        optimiser, EMA added or removed) is a CheckpointError naming `path`."""
+        missing = [k for k in ("model", "optimizer", "scheduler", "iteration") if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path}: not a training checkpoint (no {', '.join(missing)}); "
+                "to start from its weights use --finetune / train.weights"
+            )
+        if (self.ema is None) != (state.get("ema") is None):
+            have = "has no EMA weights" if self.ema is not None else "has EMA weights"
+            raise CheckpointError(
+                f"{path}: the checkpoint {have} but train.ema is {'set' if self.ema else 'null'}"
+            )
         load_model_weights(self.model, state, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise ValueError(f"{path}: train.ema is set but the checkpoint has no EMA weights")
-            self.ema.load_state_dict(state["ema"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler") is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{path}: its optimiser/scheduler/EMA state does not fit this run's train section ({type(e).__name__}: {e})"
+            ) from None
         self.iter = int(state["iteration"])
         self.best = state.get("best")
         rng = state.get("rng") or []

@@ -1,21 +1,29 @@
 #!/usr/bin/env python
-"""Print the fully merged config: `tools/print_config.py --config FILE [key=value ...]`."""
+"""Print the fully merged config: `tools/print_config.py --config FILE [key=value ...]`.
+
+Runs the same checks as `tools/train.py` before printing (top-level sections, every
+key and value, the model built on the `meta` device), so a config that prints trains.
+"""
 
 import argparse
 import sys
 
-import yaml
-
-from densenets.config import ConfigError, load_config
-
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
+    import yaml
+
+    from densenets.config import ConfigError, load_config
+    from densenets.engine.config_check import check_config
+
     try:
         cfg = load_config(args.config, args.overrides)
+        check_config(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

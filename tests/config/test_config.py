@@ -47,14 +47,14 @@ def toy_registry(monkeypatch):
 
 
 def test_multi_level_and_multi_file_base(tmp_path):
-    write(tmp_path / "_base_/a.yaml", {"model": {"x": 1, "sub": {"p": 1, "q": 2}}, "opt": {"lr": 0.1}})
-    write(tmp_path / "_base_/b.yaml", {"_base_": "a.yaml", "model": {"sub": {"q": 3}}, "exp": {"n": [1, 2]}})
-    write(tmp_path / "_base_/c.yaml", {"opt": {"lr": 0.2, "iters": 10}})
-    write(tmp_path / "exp/e.yaml", {"_base_": ["../_base_/b.yaml", "../_base_/c.yaml"], "exp": {"n": [3]}})
+    write(tmp_path / "_base_/a.yaml", {"model": {"x": 1, "sub": {"p": 1, "q": 2}}, "_opt": {"lr": 0.1}})
+    write(tmp_path / "_base_/b.yaml", {"_base_": "a.yaml", "model": {"sub": {"q": 3}}, "_exp": {"n": [1, 2]}})
+    write(tmp_path / "_base_/c.yaml", {"_opt": {"lr": 0.2, "iters": 10}})
+    write(tmp_path / "exp/e.yaml", {"_base_": ["../_base_/b.yaml", "../_base_/c.yaml"], "_exp": {"n": [3]}})
     cfg = load_config(tmp_path / "exp/e.yaml")
     assert cfg.model == {"x": 1, "sub": {"p": 1, "q": 3}}
-    assert cfg.opt == {"lr": 0.2, "iters": 10}  # later base wins
-    assert cfg.exp.n == [3]  # lists replace
+    assert cfg._opt == {"lr": 0.2, "iters": 10}  # later base wins
+    assert cfg._exp.n == [3]  # lists replace
     assert "_base_" not in cfg
 
 
@@ -80,15 +80,15 @@ def test_missing_base_names_the_including_file(tmp_path):
 
 
 def test_overrides_nested_and_typed(tmp_path):
-    write(tmp_path / "e.yaml", {"opt": {"lr": 0.1, "steps": [1]}, "exp": {"train": {"scales": [800]}}})
+    write(tmp_path / "e.yaml", {"_opt": {"lr": 0.1, "steps": [1]}, "_exp": {"train": {"scales": [800]}}})
     cfg = load_config(
         tmp_path / "e.yaml",
-        ["opt.lr=1e-4", "opt.steps=[60000, 80000]", "exp.train.scales=[640,800]", "+opt.amp=bf16"],
+        ["_opt.lr=1e-4", "_opt.steps=[60000, 80000]", "_exp.train.scales=[640,800]", "+_opt.amp=bf16"],
     )
-    assert cfg.opt.lr == pytest.approx(1e-4) and isinstance(cfg.opt.lr, float)
-    assert cfg.opt.steps == [60000, 80000]
-    assert cfg.exp.train.scales == [640, 800]
-    assert cfg.opt.amp == "bf16"
+    assert cfg._opt.lr == pytest.approx(1e-4) and isinstance(cfg._opt.lr, float)
+    assert cfg._opt.steps == [60000, 80000]
+    assert cfg._exp.train.scales == [640, 800]
+    assert cfg._opt.amp == "bf16"
 
 
 def test_parse_value_types():
@@ -101,11 +101,11 @@ def test_parse_value_types():
 
 
 def test_override_unknown_key_suggests_closest(tmp_path):
-    write(tmp_path / "e.yaml", {"opt": {"lr": 0.1, "max_iter": 10}})
-    with pytest.raises(ConfigError, match=r"opt\.max_iters: unknown key, did you mean max_iter\?"):
-        load_config(tmp_path / "e.yaml", ["opt.max_iters=5"])
+    write(tmp_path / "e.yaml", {"_opt": {"lr": 0.1, "max_iter": 10}})
+    with pytest.raises(ConfigError, match=r"_opt\.max_iters: unknown key, did you mean max_iter\?"):
+        load_config(tmp_path / "e.yaml", ["_opt.max_iters=5"])
     with pytest.raises(ConfigError, match=r"expected key=value"):
-        load_config(tmp_path / "e.yaml", ["opt.lr"])
+        load_config(tmp_path / "e.yaml", ["_opt.lr"])
 
 
 def test_registered_sections_are_checked(tmp_path):
@@ -116,7 +116,9 @@ def test_registered_sections_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.optimizer\.lrr: unknown key, did you mean lr\?"):
         load_config(tmp_path / "e.yaml", ["train.optimizer.lrr=0.5"])
     write(tmp_path / "f.yaml", {"train": {"max_iter": 10, "optimizer": {"type": "SGD", "momentun": 0.9}}})
-    with pytest.raises(ConfigError, match=r"train\.optimizer\.momentun: unknown key, did you mean momentum\?"):
+    with pytest.raises(
+        ConfigError, match=r"train\.optimizer\.momentun: unknown key, did you mean momentum\?"
+    ):
         load_config(tmp_path / "f.yaml")
 
 
@@ -138,15 +140,22 @@ def test_validate_catches_misspelt_key_in_file(tmp_path, toy_registry):
 
 
 def test_build_and_registry_errors(toy_registry):
-    cfg = ConfigNode({"model": {"type": "Model", "backbone": {"type": "Backbone", "depth": 18}, "num_classes": 3}})
+    cfg = ConfigNode(
+        {"model": {"type": "Model", "backbone": {"type": "Backbone", "depth": 18}, "num_classes": 3}}
+    )
     model = build(cfg.model, toy_registry)
     assert model.backbone.depth == 18 and model.num_classes == 3
-    with pytest.raises(ConfigError, match=r"model\.backbone\.type: unknown toy type 'Backbon', did you mean Backbone\?"):
+    with pytest.raises(
+        ConfigError, match=r"model\.backbone\.type: unknown toy type 'Backbon', did you mean Backbone\?"
+    ):
         build(ConfigNode({"model": {"backbone": {"type": "Backbon"}}}).model.backbone, toy_registry)
     with pytest.raises(ConfigError, match=r"model\.backbone: missing required argument 'depth'"):
         build(ConfigNode({"model": {"backbone": {"type": "Backbone"}}}).model.backbone, toy_registry)
     with pytest.raises(ConfigError, match=r"model\.backbone\.widht: unknown key, did you mean width\?"):
-        build(ConfigNode({"model": {"backbone": {"type": "Backbone", "depth": 1, "widht": 2}}}).model.backbone, toy_registry)
+        build(
+            ConfigNode({"model": {"backbone": {"type": "Backbone", "depth": 1, "widht": 2}}}).model.backbone,
+            toy_registry,
+        )
     with pytest.raises(ConfigError, match=r"x: missing 'type'"):
         build(ConfigNode({"x": {"depth": 1}}).x, toy_registry)
     assert "Backbone" in toy_registry and list(toy_registry) == ["Backbone", "Model"]
@@ -164,7 +173,7 @@ def test_build_extra_arguments_fill_required(toy_registry):
 
 def test_dump_round_trip(tmp_path):
     write(tmp_path / "base.yaml", {"model": {"a": 1e-4, "b": [1, 2], "c": {"d": None, "e": "x"}}})
-    write(tmp_path / "e.yaml", {"_base_": "base.yaml", "opt": {"lr": 0.02}})
+    write(tmp_path / "e.yaml", {"_base_": "base.yaml", "_opt": {"lr": 0.02}})
     cfg = load_config(tmp_path / "e.yaml")
     dump_config(cfg, tmp_path / "out/config.yaml")
     again = load_config(tmp_path / "out/config.yaml")
@@ -191,8 +200,8 @@ def test_print_config_tool(tmp_path, capsys):
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    write(tmp_path / "e.yaml", {"opt": {"lr": 0.1}})
-    assert mod.main(["--config", str(tmp_path / "e.yaml"), "opt.lr=0.5"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out) == {"opt": {"lr": 0.5}}
-    assert mod.main(["--config", str(tmp_path / "e.yaml"), "opt.lx=0.5"]) == 2
-    assert "opt.lx: unknown key, did you mean lr?" in capsys.readouterr().err
+    write(tmp_path / "e.yaml", {"_opt": {"lr": 0.1}})
+    assert mod.main(["--config", str(tmp_path / "e.yaml"), "_opt.lr=0.5"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"_opt": {"lr": 0.5}}
+    assert mod.main(["--config", str(tmp_path / "e.yaml"), "_opt.lx=0.5"]) == 2
+    assert "_opt.lx: unknown key, did you mean lr?" in capsys.readouterr().err

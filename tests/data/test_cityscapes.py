@@ -141,13 +141,15 @@ def test_random_rescale_range_and_reproducibility():
 def test_photometric_distortion_changes_only_the_image():
     t = SemSegTrainTransform(crop_size=(60, 100), ratio_range=(1, 1), flip_prob=0.0, photometric=True)
     changed = 0
-    for seed in range(8):
+    for seed in range(32):
         t.set_random_seed(seed)
         item = _coded_item()
         out = t(dict(item, image=np.full((60, 100, 3), 120, np.uint8)))
         np.testing.assert_array_equal(out["sem_seg"], item["sem_seg"])
         changed += int(np.abs(out["image"].astype(int) - 120).max() > 0)
-    assert changed >= 4  # each of four distortions fires with probability 0.5
+    # On a uniform grey image only the brightness shift (probability 0.5, drawn
+    # independently of the other distortions) changes pixels: about 16 of 32.
+    assert 8 <= changed <= 24
 
 
 def test_cat_max_ratio_crop_avoids_one_class_crops():

@@ -140,3 +140,38 @@ def test_errors_name_the_file(coco_root, tmp_path):
     wrong.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"a\.jpg: image is 200x100 but .*wrong\.json says 200x99"):
         COCODetection(images, wrong)[0]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["annotations"][0].pop("bbox"), "annotation id 1: no 'bbox'"),
+        (lambda d: d["annotations"][1].pop("category_id"), "annotation id 2: no 'category_id'"),
+        (lambda d: d["images"][2].pop("width"), "image id 3: no 'width'"),
+        (
+            lambda d: d["annotations"][4].update(category_id=7),
+            "annotation id 5: category_id 7 is not in 'categories'",
+        ),
+        (
+            lambda d: d["annotations"][4].update(image_id=99),
+            "annotation id 5: image_id 99 is not in 'images'",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[1, 2, 3]),
+            r"annotation id 1: 'bbox' must be \[x, y, width, height\]",
+        ),
+        (
+            lambda d: d["images"][3].update(id=2),
+            r"image id 2: duplicate image id \(images\[1\] and images\[3\]\)",
+        ),
+        (lambda d: d["images"][0].update(height="100"), "image id 1: 'height' must be a positive integer"),
+    ],
+)
+def test_bad_annotations_name_the_file_the_id_and_the_problem(coco_root, change, message):
+    images, ann_file = coco_root
+    data = json.loads(ann_file.read_text())
+    change(data)
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{ann_file}: {message}") as info:
+        COCODetection(images, ann_file)
+    assert "\n" not in str(info.value)

@@ -44,7 +44,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     ck.save("last.pth", {"iteration": 1})
 
     def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -86,7 +86,11 @@ def test_mismatches_list_missing_unexpected_and_shapes(tmp_path):
     assert "missing: conv.bias" in msg and "unexpected: extra.weight" in msg
     assert "shape mismatch: fc.weight: checkpoint (5, 4) vs model (2, 4)" in msg
     missing, unexpected = load_model_weights(net, tmp_path / "w.pth", strict=False)
-    assert missing == ["conv.bias", "fc.bias", "fc.weight"] and unexpected == ["extra.weight", "fc.bias", "fc.weight"]
+    assert missing == ["conv.bias", "fc.bias", "fc.weight"] and unexpected == [
+        "extra.weight",
+        "fc.bias",
+        "fc.weight",
+    ]
     assert torch.equal(net.conv.weight, state["conv.weight"])  # what fits is loaded
 
 
@@ -125,11 +129,15 @@ def test_ema_arithmetic():
 
 def test_sections_reject_unknown_keys_and_bad_values(tmp_path):
     path = tmp_path / "e.yaml"
-    path.write_text(yaml.safe_dump({
-        "train": {"max_iter": 10, "optimizer": {"type": "SGD", "lr": 0.1}},
-        "data": {"num_workers": 0},
-        "infer": {"batch_size": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "train": {"max_iter": 10, "optimizer": {"type": "SGD", "lr": 0.1}},
+                "data": {"num_workers": 0},
+                "infer": {"batch_size": 2},
+            }
+        )
+    )
     cases = {
         "train.optimizer.momentun=0.5": "train.optimizer.momentun: unknown key",
         "data.num_worker=1": "data.num_worker: unknown key, did you mean num_workers?",
