@@ -131,6 +131,9 @@ class COCODetection(Dataset):
             on the numpy item; None keeps the image as read.
         filter_empty: drop images without any usable (non-crowd, non-degenerate) box
             (for training).
+        labels_from_category_ids: label = category id - 1, gaps kept (labels 0..max id - 1,
+            unused ones named "N/A"), as torchvision's COCO detectors predict (their 91-way
+            classifier is background + ids 1..90); default: contiguous labels.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class COCODetection(Dataset):
         ann_file: str | os.PathLike,
         transforms: Mapping | Callable | None = None,
         filter_empty: bool = False,
+        labels_from_category_ids: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -147,9 +151,13 @@ class COCODetection(Dataset):
         self.coco = load_coco(ann_file)
         self.transforms = build(transforms, TRANSFORMS) if isinstance(transforms, Mapping) else transforms
         cat_ids = sorted(self.coco.cats)
+        if labels_from_category_ids:
+            if cat_ids and min(cat_ids) < 1:
+                raise ValueError(f"{self.ann_file}: labels_from_category_ids needs category ids >= 1")
+            cat_ids = list(range(1, max(cat_ids, default=0) + 1))
         self.label_to_category_id: list[int] = cat_ids
         self.category_id_to_label = {c: i for i, c in enumerate(cat_ids)}
-        self.class_names: list[str] = [self.coco.cats[c]["name"] for c in cat_ids]
+        self.class_names: list[str] = [self.coco.cats.get(c, {}).get("name", "N/A") for c in cat_ids]
         ids = sorted(self.coco.imgs)
         if filter_empty:
             ids = [i for i in ids if len(self._annotations(i)[0])]

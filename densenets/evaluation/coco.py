@@ -208,7 +208,9 @@ class COCOEvaluator(DatasetEvaluator):
         }
         text = [f"COCO box evaluation on {len(image_ids)} images:", summary]
         if self.per_category:
-            per_class = _per_category_ap(precision, self.dataset.class_names)
+            # precision's category axis is COCO's sorted category ids (not the label space).
+            cats = self.dataset.coco.cats
+            per_class = _per_category_ap(precision, [cats[c]["name"] for c in sorted(cats)])
             out.update({f"bbox/AP-{n}": v for n, v in per_class.items() if v is not None})
             text += ["Per-category bbox AP:", format_per_category_table(per_class)]
         logger.info("\n".join(text))

@@ -185,3 +185,43 @@ def test_minus_one_metrics_are_left_out_and_shown_as_a_dash(tmp_path, caplog):
     assert "-1.000" not in caplog.text and "-100" not in caplog.text
     assert "area= large | maxDets=100 ] = –" in caplog.text
     assert re.search(r"\| none\s+\| –", caplog.text)
+
+
+def test_labels_from_category_ids_as_torchvision_models_predict(tmp_path):
+    """torchvision's COCO detectors predict label j for category id j + 1 (gaps kept): the
+    dataset option maps those labels, and the AP equals pycocotools' on the same results."""
+    gt, preds = _synthetic(np.random.default_rng(3))
+    ann_file = tmp_path / "instances.json"
+    ann_file.write_text(json.dumps(gt))
+    dataset = COCODetection(tmp_path, ann_file, labels_from_category_ids=True)
+    assert dataset.label_to_category_id == list(range(1, 12))
+    assert dataset.class_names[6] == "class7" and dataset.class_names[0] == "N/A"
+    evaluator = COCOEvaluator(dataset=dataset, engine="pycocotools")
+    results = []
+    for image_id, dets in preds.items():
+        boxes = torch.tensor([[x, y, x + w, y + h] for (x, y, w, h), _, _ in dets]).reshape(-1, 4)
+        labels = torch.tensor([CATEGORY_IDS[label] - 1 for _, _, label in dets], dtype=torch.int64)
+        scores = torch.tensor([s for _, s, _ in dets])
+        evaluator.process(
+            [{"image_id": image_id}], [{"instances": {"boxes": boxes, "scores": scores, "labels": labels}}]
+        )
+        results += [
+            {"image_id": image_id, "category_id": CATEGORY_IDS[label], "bbox": box, "score": s}
+            for box, s, label in dets
+        ]
+    expected = _raw_pycocotools(ann_file, results).stats[0] * 100
+    assert evaluator.evaluate()["bbox/AP"] == pytest.approx(expected, abs=1e-9)
+    # Training targets follow the same mapping.
+    _, labels = dataset._annotations(gt["annotations"][0]["image_id"])
+    first = [
+        a for a in gt["annotations"] if a["image_id"] == gt["annotations"][0]["image_id"] and not a["iscrowd"]
+    ]
+    assert labels.tolist()[: len(first)] == [a["category_id"] - 1 for a in first][: len(labels)]
+
+
+def test_torchvision_config_predicts_category_ids():
+    from densenets.config import load_config
+
+    cfg = load_config("configs/detection/faster_rcnn_r50_fpn_torchvision.yaml", validate=False)
+    assert cfg.model.roi_heads.num_classes == 90
+    assert cfg.data.val.labels_from_category_ids and cfg.data.train.labels_from_category_ids
