@@ -23,11 +23,21 @@ from .criterion import SetCriterion
 from .detr import DETR, build_criterion, build_plain
 from .transformer import MLP, TransformerEncoder, flatten_features, make_activation
 
-__all__ = ["DABDETR", "DABTransformer", "DABDecoder", "DABDecoderLayer", "inverse_sigmoid"]
+__all__ = ["DABDETR", "DABTransformer", "DABDecoder", "DABDecoderLayer", "DAB_DETR_EPS", "inverse_sigmoid"]
 
 
-def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """log(x / (1 - x)) with both terms clamped to at least `eps`."""
+# The official DAB-DETR clamps at 1e-3 (util/misc.py); Deformable DETR / DINO use 1e-5.
+# The constant matters whenever a box touches the image border.
+DAB_DETR_EPS = 1e-3
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """log(x / (1 - x)) with both terms clamped to at least `eps`.
+
+    Args:
+        x (Tensor[...]): values, clamped to [0, 1] first.
+        eps: the clamp; each DETR variant has its own (`DAB_DETR_EPS` here).
+    """
     x = x.clamp(0, 1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
@@ -182,7 +192,7 @@ class DABDecoder(nn.Module):
                     [query_sine[..., : d // 2] * y_scale, query_sine[..., d // 2 :] * x_scale], -1
                 )
             tgt = layer(tgt, memory, pos, padding_mask, query_pos, query_sine)
-            new_ref = (box_head(tgt) + inverse_sigmoid(ref)).sigmoid()
+            new_ref = (box_head(tgt) + inverse_sigmoid(ref, DAB_DETR_EPS)).sigmoid()
             if i < len(self.layers) - 1:
                 references.append(new_ref)
             ref = new_ref.detach()
@@ -282,7 +292,7 @@ class DABDETR(DETR):
         # Anchors live in inverse-sigmoid space, initialised like an nn.Embedding.
         self.anchor_wh = nn.Parameter(torch.randn(num_queries, 2))
         if fixed_anchor_xy:
-            self.register_buffer("anchor_xy", inverse_sigmoid(torch.rand(num_queries, 2)))
+            self.register_buffer("anchor_xy", inverse_sigmoid(torch.rand(num_queries, 2), DAB_DETR_EPS))
         else:
             self.anchor_xy = nn.Parameter(torch.randn(num_queries, 2))
         self.class_embed = nn.Linear(d, num_classes)
@@ -310,7 +320,7 @@ class DABDETR(DETR):
         """Class logits (L, B, Q, K) and refined boxes (L, B, Q, 4) of every decoder layer."""
         src, mask = self.features(images)
         hs, references = self.transformer(src, mask, self.anchors(), self.bbox_embed)
-        boxes = (self.bbox_embed(hs) + inverse_sigmoid(references)).sigmoid()
+        boxes = (self.bbox_embed(hs) + inverse_sigmoid(references, DAB_DETR_EPS)).sigmoid()
         return self.class_embed(hs), boxes
 
     def inference(

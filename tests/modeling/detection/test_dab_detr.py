@@ -16,7 +16,12 @@ from test_detr import (
 from densenets.config import MODELS, build
 from densenets.layers import sine_box_embedding
 from densenets.modeling.detection import DABDETR, DABTransformer, HungarianMatcher, SetCriterion
-from densenets.modeling.detection.dab_detr import DABDecoderLayer, _Attention, inverse_sigmoid
+from densenets.modeling.detection.dab_detr import (
+    DAB_DETR_EPS,
+    DABDecoderLayer,
+    _Attention,
+    inverse_sigmoid,
+)
 
 
 def _patch_dab(**kwargs) -> DABDETR:
@@ -90,8 +95,13 @@ def test_fixed_anchor_xy_is_a_random_buffer_that_does_not_train():
 
 def test_inverse_sigmoid_round_trip_and_clamping():
     x = torch.tensor([0.1, 0.5, 0.9])
-    torch.testing.assert_close(inverse_sigmoid(x).sigmoid(), x)
-    assert torch.isfinite(inverse_sigmoid(torch.tensor([0.0, 1.0]))).all()
+    torch.testing.assert_close(inverse_sigmoid(x, DAB_DETR_EPS).sigmoid(), x)
+    # The official DAB-DETR constant (util/misc.py: eps=1e-3): log(1e-3 / 1) at 0, its negation at 1.
+    edge = inverse_sigmoid(torch.tensor([0.0, 1e-4, 1.0], dtype=torch.float64), DAB_DETR_EPS)
+    want = [math.log(1e-3), math.log(1e-3 / (1 - 1e-4)), -math.log(1e-3)]
+    torch.testing.assert_close(edge, torch.tensor(want, dtype=torch.float64))
+    # Deformable DETR / DINO pass their own 1e-5.
+    assert inverse_sigmoid(torch.tensor([0.0]), 1e-5).item() == pytest.approx(math.log(1e-5))
 
 
 def test_projection_free_attention_against_manual_softmax():
