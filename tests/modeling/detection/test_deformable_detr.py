@@ -7,8 +7,8 @@ from test_detr import (
     assert_batching_does_not_change_predictions,
     assert_found_both_boxes,
     overfit,
+    two_boxes_item,
 )
-from test_detr import two_boxes_item
 
 from densenets.config import MODELS, build
 from densenets.layers import ImageList, ShapeSpec
