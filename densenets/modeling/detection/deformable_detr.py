@@ -262,7 +262,8 @@ class DeformableDETR(DETR):
         last = self.transformer.num_decoder_layers
         enc_logits = self.class_embed[last](memory)
         enc_coords = self.bbox_embed[last](memory) + proposals  # inverse-sigmoid space
-        topk = enc_logits[..., 0].topk(self.num_queries, dim=1).indices  # column 0 ranks, as official
+        k = min(self.num_queries, memory.shape[1])  # fewer pixels than queries: tiny images only
+        topk = enc_logits[..., 0].topk(k, dim=1).indices  # column 0 ranks, as official
         reference = gather_rows(enc_coords, topk).detach().sigmoid()
         d = self.transformer.d_model
         emb = sine_box_embedding(reference, d // 2)  # (y, x, w, h) -> the official (x, y, w, h)

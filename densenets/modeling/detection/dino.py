@@ -164,7 +164,7 @@ class DINO(DeformableDETR):
         tgt, box_logits, interm = self.select_queries(mem)
         dn, mask = None, None
         if targets is not None and self.denoising is not None:
-            dn = self.denoising(targets, self.num_queries, self.transformer.eps)
+            dn = self.denoising(targets, tgt.shape[1], self.transformer.eps)
         if dn is not None:
             tgt, box_logits = torch.cat([dn.content, tgt], 1), torch.cat([dn.boxes, box_logits], 1)
             mask = dn.attn_mask
@@ -186,9 +186,10 @@ class DINO(DeformableDETR):
         memory = self.enc_output_norm(self.enc_output(memory))
         enc_logits = self.enc_class_embed(memory)
         enc_coords = self.enc_bbox_embed(memory) + proposals  # inverse-sigmoid space
-        topk = enc_logits.max(-1).values.topk(self.num_queries, dim=1).indices
+        k = min(self.num_queries, memory.shape[1])  # fewer pixels than queries: tiny images only
+        topk = enc_logits.max(-1).values.topk(k, dim=1).indices
         coords = gather_rows(enc_coords, topk)
-        tgt = self.tgt_embed.weight.unsqueeze(0).expand(mem.src.shape[0], -1, -1)
+        tgt = self.tgt_embed.weight[:k].unsqueeze(0).expand(mem.src.shape[0], -1, -1)
         return tgt, coords.detach(), (gather_rows(enc_logits, topk), coords.sigmoid())
 
     def denoising_losses(
