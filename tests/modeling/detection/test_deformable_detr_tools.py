@@ -25,7 +25,7 @@ def _tool(name: str):
 
 def _overrides(paths: dict) -> list[str]:
     return [
-        "model.backbone.depth=18", "model.backbone.weights=null", "model.num_queries=20", "model.num_select=10",
+        "model.backbone.depth=18", "model.backbone.weights=null", "model.num_classes=3", "model.num_queries=20", "model.num_select=10",
         "model.transformer.num_encoder_layers=1", "model.transformer.num_decoder_layers=1",
         "model.transformer.dim_feedforward=64", f"data.val.root={paths['val_images']}",
         f"data.val.ann_file={paths['val_ann']}", "data.val.transforms.min_size=64", "data.val.transforms.max_size=96",
