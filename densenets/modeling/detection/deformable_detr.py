@@ -243,7 +243,9 @@ class DeformableDETR(DETR):
             tgt, query_pos, reference, enc = self.two_stage_queries(mem)
         else:
             b, d = mem.src.shape[0], self.transformer.d_model
-            query_pos, tgt = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1).split(d, -1)
+            query_pos, tgt = (
+                self.query_embed.weight.unsqueeze(0).repeat(b, 1, 1).split(d, -1)
+            )  # a copy, see DINO
             reference, enc = self.reference_points(query_pos).sigmoid(), None
         heads = self.bbox_embed if self.with_box_refine else None
         hs, refs = self.transformer.decoder(tgt, reference, mem, query_pos, heads)

@@ -189,7 +189,8 @@ class DINO(DeformableDETR):
         k = min(self.num_queries, memory.shape[1])  # fewer pixels than queries: tiny images only
         topk = enc_logits.max(-1).values.topk(k, dim=1).indices
         coords = gather_rows(enc_coords, topk)
-        tgt = self.tgt_embed.weight[:k].unsqueeze(0).expand(mem.src.shape[0], -1, -1)
+        # A copy, not a view: a no-grad view of a parameter confuses autograd hooks (FLOP counter).
+        tgt = self.tgt_embed.weight[:k].unsqueeze(0).repeat(mem.src.shape[0], 1, 1)
         return tgt, coords.detach(), (gather_rows(enc_logits, topk), coords.sigmoid())
 
     def denoising_losses(
