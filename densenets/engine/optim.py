@@ -1,6 +1,7 @@
 """Optimiser with parameter groups, gradient clipping, and the LR schedule.
 
-Parameter groups: parameters named `backbone.*` get `lr × backbone_lr_mult`;
+Parameter groups: parameters named `backbone.*` get `lr × backbone_lr_mult`, and those
+whose name contains a key of `lr_mults` its value on top;
 normalisation-layer parameters get `norm_weight_decay` and biases `bias_weight_decay`
 when those are set. Parameters with the same (lr, weight decay) share one group.
 """
@@ -28,7 +29,9 @@ _NORMS = (
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, _NORMS) or type(module).__name__.endswith(("Norm", "Norm1d", "Norm2d", "Norm3d"))
+    return isinstance(module, _NORMS) or type(module).__name__.endswith(
+        ("Norm", "Norm1d", "Norm2d", "Norm3d")
+    )
 
 
 def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
@@ -48,6 +51,7 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
             seen.add(id(p))
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             lr = cfg.lr * (cfg.backbone_lr_mult if full.startswith("backbone.") else 1.0)
+            lr *= next((mult for key, mult in cfg.lr_mults.items() if key in full), 1.0)
             wd = cfg.weight_decay
             if norm and cfg.norm_weight_decay is not None:
                 wd = cfg.norm_weight_decay
@@ -125,8 +129,17 @@ class WarmupLR(LRScheduler):
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 
-    _CONFIG_KEYS = ("kind", "steps", "gamma", "power", "min_factor", "max_iter", "warmup_iters", "warmup_factor",
-                    "warmup_method")
+    _CONFIG_KEYS = (
+        "kind",
+        "steps",
+        "gamma",
+        "power",
+        "min_factor",
+        "max_iter",
+        "warmup_iters",
+        "warmup_factor",
+        "warmup_method",
+    )
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the position (iteration, base LRs) but keep this run's schedule, so a

@@ -50,6 +50,10 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     backbone_lr_mult: float = 1.0
+    # Extra LR multipliers by name: a parameter whose dotted name contains a key gets
+    # lr x value (times backbone_lr_mult in the backbone), e.g. Deformable DETR's
+    # {sampling_offsets: 0.1, reference_points: 0.1}.
+    lr_mults: dict[str, float] = field(default_factory=dict)
     norm_weight_decay: float | None = None
     bias_weight_decay: float | None = None
     # One kernel per step for all parameters (torch's `fused=True`): about 3x faster than

@@ -43,6 +43,8 @@ class PositionEmbeddingSine(nn.Module):
             (DAB-DETR uses 20 for both, DETR 10000).
         normalize: normalise coordinates to [0, scale] per image.
         scale: the range of normalised coordinates (2*pi by default).
+        offset: added to the 1-based pixel counts before normalising (Deformable DETR
+            uses -0.5, pixel centres; DETR, DAB-DETR and DINO 0).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class PositionEmbeddingSine(nn.Module):
         temperature: float | tuple[float, float] = 10000.0,
         normalize: bool = True,
         scale: float = 2 * math.pi,
+        offset: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_pos_feats = num_pos_feats
@@ -58,6 +61,7 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature_y, self.temperature_x = float(t[0]), float(t[1])
         self.normalize = normalize
         self.scale = scale
+        self.offset = offset
 
     @torch.no_grad()
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
@@ -74,8 +78,8 @@ class PositionEmbeddingSine(nn.Module):
         x = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y = y / (y[:, -1:, :] + eps) * self.scale
-            x = x / (x[:, :, -1:] + eps) * self.scale
+            y = (y + self.offset) / (y[:, -1:, :] + eps) * self.scale
+            x = (x + self.offset) / (x[:, :, -1:] + eps) * self.scale
         fy = _frequencies(self.num_pos_feats, self.temperature_y, mask.device)
         fx = _frequencies(self.num_pos_feats, self.temperature_x, mask.device)
         pos_y = _interleave_sin_cos(y[..., None] / fy)  # (B, H, W, F)
@@ -85,7 +89,7 @@ class PositionEmbeddingSine(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_pos_feats={self.num_pos_feats}, temperature=({self.temperature_y}, "
-            f"{self.temperature_x}), normalize={self.normalize}"
+            f"{self.temperature_x}), normalize={self.normalize}, offset={self.offset}"
         )
 
 

@@ -41,13 +41,18 @@ def _torch(make) -> list[float]:
     [
         (dict(type="MultiStepLR", steps=[20, 35], gamma=0.5), lambda o: tls.MultiStepLR(o, [20, 35], 0.5)),
         (dict(type="CosineLR"), lambda o: tls.CosineAnnealingLR(o, T_max=N)),
-        (dict(type="CosineLR", min_factor=0.1), lambda o: tls.CosineAnnealingLR(o, T_max=N, eta_min=0.1 * BASE)),
+        (
+            dict(type="CosineLR", min_factor=0.1),
+            lambda o: tls.CosineAnnealingLR(o, T_max=N, eta_min=0.1 * BASE),
+        ),
         (dict(type="PolyLR", power=0.9), lambda o: tls.PolynomialLR(o, total_iters=N, power=0.9)),
         (dict(type="ConstantLR"), lambda o: tls.LambdaLR(o, lambda it: 1.0)),
         (
             dict(type="MultiStepLR", steps=[30], warmup_iters=10, warmup_factor=0.01),
             lambda o: tls.SequentialLR(
-                o, [tls.LinearLR(o, 0.01, 1.0, total_iters=10), tls.MultiStepLR(o, [20], 0.1)], milestones=[10]
+                o,
+                [tls.LinearLR(o, 0.01, 1.0, total_iters=10), tls.MultiStepLR(o, [20], 0.1)],
+                milestones=[10],
             ),
         ),
         (
@@ -88,7 +93,9 @@ class _Net(nn.Module):
 
 def test_param_groups_split_by_lr_and_weight_decay():
     net = _Net()
-    cfg = OptimizerConfig(lr=0.1, weight_decay=1e-4, backbone_lr_mult=0.5, norm_weight_decay=0.0, bias_weight_decay=0.0)
+    cfg = OptimizerConfig(
+        lr=0.1, weight_decay=1e-4, backbone_lr_mult=0.5, norm_weight_decay=0.0, bias_weight_decay=0.0
+    )
     groups = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in param_groups(net, cfg)}
     b, h = net.backbone, net.head
     assert groups == {
@@ -100,6 +107,19 @@ def test_param_groups_split_by_lr_and_weight_decay():
     # Defaults: one group, everything trainable, frozen parameters left out.
     (only,) = param_groups(net, OptimizerConfig(lr=0.1, weight_decay=1e-4))
     assert len(only["params"]) == sum(p.requires_grad for p in net.parameters())
+
+
+def test_lr_mults_scale_parameters_by_name():
+    net = _Net()
+    cfg = OptimizerConfig(
+        lr=0.1, weight_decay=0.0, backbone_lr_mult=0.5, lr_mults={"head.0": 0.1, "backbone.2": 0.2}
+    )
+    lr_of = {id(p): g["lr"] for g in param_groups(net, cfg) for p in g["params"]}
+    b, h = net.backbone, net.head
+    assert lr_of[id(h[0].weight)] == pytest.approx(0.01) and lr_of[id(h[0].bias)] == pytest.approx(0.01)
+    assert lr_of[id(h[1].weight)] == pytest.approx(0.1)
+    assert lr_of[id(b[2].weight)] == pytest.approx(0.1 * 0.5 * 0.2)
+    assert lr_of[id(b[0].weight)] == pytest.approx(0.05)
 
 
 def test_optimizers_get_their_options():
@@ -118,7 +138,9 @@ def test_fused_optimizer_takes_the_per_tensor_steps(kind):
     # its rounding-noise gradient into full-size steps).
     def net():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)
+        )
 
     nets = [net(), net()]
     cfg = {"type": kind, "lr": 0.05, "weight_decay": 1e-2, "norm_weight_decay": 0.0}

@@ -32,5 +32,6 @@ def convert(name: str, obj: Any) -> dict:
         raise KeyError(f"unknown checkpoint format {name!r} (one of {', '.join(sorted(CONVERTERS))})")
     return CONVERTERS[name](obj)
 
+
 # Converters register themselves on import.
-from . import detection, detr, edsr, mmdet, mmseg, resnet, segmentation  # noqa: E402, F401
+from . import deformable_detr, detection, detr, dino, edsr, mmdet, mmseg, resnet, segmentation  # noqa: E402, F401

@@ -19,6 +19,7 @@ from torch import nn
 
 from ...config import BACKBONES, MODELS, build
 from ...layers.position_encoding import PositionEmbeddingSine, sine_box_embedding
+from .box_refinement import inverse_sigmoid
 from .criterion import SetCriterion
 from .detr import DETR, build_criterion, build_plain
 from .transformer import MLP, TransformerEncoder, flatten_features, make_activation
@@ -29,17 +30,6 @@ __all__ = ["DABDETR", "DABTransformer", "DABDecoder", "DABDecoderLayer", "DAB_DE
 # The official DAB-DETR clamps at 1e-3 (util/misc.py); Deformable DETR / DINO use 1e-5.
 # The constant matters whenever a box touches the image border.
 DAB_DETR_EPS = 1e-3
-
-
-def inverse_sigmoid(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """log(x / (1 - x)) with both terms clamped to at least `eps`.
-
-    Args:
-        x (Tensor[...]): values, clamped to [0, 1] first.
-        eps: the clamp; each DETR variant has its own (`DAB_DETR_EPS` here).
-    """
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 class _Attention(nn.Module):
