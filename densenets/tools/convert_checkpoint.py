@@ -27,6 +27,8 @@ COCO_DETECTORS = {
     "detr": False,
     "dab-detr": False,
     "mmdet": False,
+    "deformable-detr": False,
+    "dino": False,
 }
 
 
