@@ -131,8 +131,9 @@ class FasterRCNNExport(nn.Module):
 
 
 class DETRExport(nn.Module):
-    """DETR / DAB-DETR on one uint8 image -> boxes, scores, labels (the model's own
-    `postprocess` rule: best foreground class per query, above its score threshold)."""
+    """DETR / DAB-DETR on one uint8 image -> boxes, scores, labels with the model's own
+    `inference` rule (DETR: every query's best foreground class; DAB-DETR: the
+    `num_select` best query-class pairs), so the number of detections is fixed."""
 
     task = "detection"
 
@@ -141,4 +142,24 @@ class DETRExport(nn.Module):
         self.model = model
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError
+        """uint8 Tensor[3, H, W] RGB -> boxes Tensor[Q', 4] xyxy pixels, scores Tensor[Q'], labels Tensor[Q']."""
+        from densenets.layers import ImageList
+
+        m = self.model
+        h, w = _size(image)
+        x = normalize_and_pad(image, m, 0)  # one image: no padding, so no padded feature cell
+
+        def features(images: ImageList) -> tuple[Tensor, Tensor]:
+            src = m.input_proj(m.backbone(images.tensor)[m.in_feature])  # (1, D, h', w')
+            return src, torch.zeros_like(src[:, 0], dtype=torch.bool)  # (1, h', w'), nothing padded
+
+        # `predict` reads the padding mask from Python sizes (`feature_mask`); with one
+        # image it is all False, which this override says with traceable ops.
+        m.features = features
+        try:
+            logits, boxes = m.predict(ImageList(x, [(int(x.shape[-2]), int(x.shape[-1]))]))
+        finally:
+            del m.features
+        scores, labels, boxes = m.inference(logits[-1], boxes[-1])  # (1, Q'), (1, Q'), (1, Q', 4) cxcywh
+        scale = torch.stack((_f(w), _f(h), _f(w), _f(h)))
+        return box_convert(boxes[0], "cxcywh", "xyxy") * scale, scores[0], labels[0]

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, resolve_weights(args.weights, cfg), "cpu")
         wrapper = wrap_model(predictor.model)
-    except (ConfigError, CheckpointError, OSError, TypeError) as e:
+    except (ConfigError, CheckpointError, OSError, TypeError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     key = predictor.infer.input_key
