@@ -1,8 +1,8 @@
 """Export densenets models to ONNX and `torch.export` (docs/export.md).
 
-    wrapper = wrap_model(model)                      # uint8 image in, prediction out
-    export_onnx(wrapper, example_image(800, 1067), "model.onnx")
-    export_program(wrapper, example_image(800, 1067), "model.pt2")
+wrapper = wrap_model(model)                      # uint8 image in, prediction out
+export_onnx(wrapper, example_image(800, 1067), "model.onnx")
+export_program(wrapper, example_image(800, 1067), "model.pt2")
 """
 
 from .exporter import DEFAULT_OPSET, example_image, export_onnx, export_program, load_program, run_program

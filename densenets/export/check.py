@@ -66,16 +66,25 @@ def _compare_detections(ref: dict[str, torch.Tensor], exported: Sequence[torch.T
         raise CheckError(f"{len(boxes)} detections, the model has {len(rb)}")
     order = _match(boxes, scores, labels.long(), rb.to(boxes.dtype), rs.to(scores.dtype), rl.long())
     if order is None:
-        close = torch.isclose(boxes, rb.to(boxes.dtype), rtol=1e-3, atol=1e-3).all(1) & (labels.long() == rl.long())
-        raise CheckError(f"{int((~close).sum())} of {len(rb)} detections differ from the model's (label, or a box "
-                         "beyond 1e-3 relative tolerance)")
+        close = torch.isclose(boxes, rb.to(boxes.dtype), rtol=1e-3, atol=1e-3).all(1) & (
+            labels.long() == rl.long()
+        )
+        raise CheckError(
+            f"{int((~close).sum())} of {len(rb)} detections differ from the model's (label, or a box "
+            "beyond 1e-3 relative tolerance)"
+        )
     swapped = int((order != torch.arange(len(order))).sum())
     note = f" ({swapped} swapped between equal scores)" if swapped else ""
     return f"{len(rb)} detections: same labels, boxes within 1e-3 relative{note}"
 
 
 def _match(
-    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    rb: torch.Tensor,
+    rs: torch.Tensor,
+    rl: torch.Tensor,
 ) -> torch.Tensor | None:
     """For each exported detection, the model's detection it equals, in order where
     possible; detections whose scores tie (within 1e-5) may come in either order, as

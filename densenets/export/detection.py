@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import box_convert, nms
 
 from densenets.ops import roi_align
 
 from .wrappers import normalize_and_pad
 
-__all__ = ["DETRExport", "FasterRCNNExport"]
+__all__ = ["DETRExport", "FasterRCNNExport", "batched_nms"]
 
 
 def _top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -30,17 +30,31 @@ def _top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return x.topk(torch.sym_min(k, n), dim=-1)
 
 
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """NMS within each class of `idxs`: torchvision's coordinate trick (boxes of each class
+    shifted apart) without its Python branches on the number of boxes, which neither
+    exporter can follow; an empty input gives an empty output.
+
+    Args:
+        boxes (Tensor[B, 4]) xyxy, scores (Tensor[B]), idxs (Tensor[B] int64).
+
+    Returns:
+        Tensor[B'] int64: kept indices, by decreasing score.
+    """
+    top = torch.cat((boxes.flatten(), boxes.new_zeros(1))).max()  # 0 for no boxes
+    shifted = boxes + (idxs.to(boxes) * (top + 1))[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
 def _clip(boxes: Tensor, h: Tensor | int, w: Tensor | int) -> Tensor:
-    """Clip xyxy boxes (Tensor[..., 4]) to [0, w] x [0, h]."""
-    x = boxes[..., 0::2].clamp(min=0) if isinstance(w, int) else torch.min(boxes[..., 0::2].clamp(min=0), _f(w))
-    y = boxes[..., 1::2].clamp(min=0) if isinstance(h, int) else torch.min(boxes[..., 1::2].clamp(min=0), _f(h))
-    if isinstance(w, int):
+    """Clip xyxy boxes (Tensor[..., 4]) to [0, w] x [0, h]; `h`, `w` traced tensors (ONNX)
+    or (sym)ints (`torch.export`, where making them tensors would fix their values)."""
+    x, y = boxes[..., 0::2].clamp(min=0), boxes[..., 1::2].clamp(min=0)
+    if isinstance(w, Tensor):
+        x, y = torch.min(x, w.to(x.dtype)), torch.min(y, h.to(y.dtype))
+    else:
         x, y = x.clamp(max=w), y.clamp(max=h)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
-
-
-def _f(v: Tensor) -> Tensor:
-    return v.to(torch.float32) if isinstance(v, Tensor) else torch.tensor(float(v))
 
 
 def _size(image: Tensor) -> tuple[Tensor | int, Tensor | int]:
@@ -84,7 +98,9 @@ class FasterRCNNExport(nn.Module):
             scores.append(top_scores)
             levels.append(torch.full_like(idx, level))
         boxes, scores, levels = _clip(torch.cat(boxes), h, w), torch.cat(scores), torch.cat(levels)
-        keep = ((boxes[:, 2] - boxes[:, 0]) > rpn.min_box_size) & ((boxes[:, 3] - boxes[:, 1]) > rpn.min_box_size)
+        keep = ((boxes[:, 2] - boxes[:, 0]) > rpn.min_box_size) & (
+            (boxes[:, 3] - boxes[:, 1]) > rpn.min_box_size
+        )
         keep = (keep & torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)).nonzero()[:, 0]
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
         keep = batched_nms(boxes, scores, levels, rpn.nms_thresh)[: rpn.post_nms_topk[1]]
@@ -98,11 +114,17 @@ class FasterRCNNExport(nn.Module):
         pooler = heads.pooler
         feats = [features[f] for f in heads.in_features]
         rois = torch.cat((torch.zeros_like(proposals[:, :1]), proposals), dim=1)  # (R, 5), image 0
-        pool = dict(output_size=pooler.output_size, sampling_ratio=pooler.sampling_ratio, aligned=pooler.aligned)
+        pool = dict(
+            output_size=pooler.output_size, sampling_ratio=pooler.sampling_ratio, aligned=pooler.aligned
+        )
         if len(feats) == 1:
             return roi_align(feats[0], rois, spatial_scale=pooler.scales[0], **pool)
         levels = assign_boxes_to_levels(
-            proposals, pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level,
+            proposals,
+            pooler.min_level,
+            pooler.max_level,
+            pooler.canonical_box_size,
+            pooler.canonical_level,
             pooler.eps,
         )
         pooled, order = [], []
@@ -123,7 +145,9 @@ class FasterRCNNExport(nn.Module):
         flat = (probs.reshape(-1) > pred.score_thresh).nonzero()[:, 0]  # indices roi * K + class
         boxes, scores, labels = boxes.reshape(-1, 4)[flat], probs.reshape(-1)[flat], flat % k
         if pred.min_box_size > 0:
-            size_ok = ((boxes[:, 2] - boxes[:, 0]) > pred.min_box_size) & ((boxes[:, 3] - boxes[:, 1]) > pred.min_box_size)
+            size_ok = ((boxes[:, 2] - boxes[:, 0]) > pred.min_box_size) & (
+                (boxes[:, 3] - boxes[:, 1]) > pred.min_box_size
+            )
             keep = size_ok.nonzero()[:, 0]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, pred.nms_thresh)[: pred.detections_per_image]
@@ -161,5 +185,6 @@ class DETRExport(nn.Module):
         finally:
             del m.features
         scores, labels, boxes = m.inference(logits[-1], boxes[-1])  # (1, Q'), (1, Q'), (1, Q', 4) cxcywh
-        scale = torch.stack((_f(w), _f(h), _f(w), _f(h)))
-        return box_convert(boxes[0], "cxcywh", "xyxy") * scale, scores[0], labels[0]
+        b = box_convert(boxes[0], "cxcywh", "xyxy")
+        b = torch.stack((b[:, 0] * w, b[:, 1] * h, b[:, 2] * w, b[:, 3] * h), dim=-1)  # normalised -> pixels
+        return b, scores[0], labels[0]

@@ -21,13 +21,22 @@ from .wrappers import OUTPUT_NAMES
 __all__ = ["DEFAULT_OPSET", "export_onnx", "export_program", "load_program", "example_image"]
 
 DEFAULT_OPSET = 17
+PROGRAM_MIN_SIZE = {
+    "detection": 160,
+    "segmentation": 32,
+    "super_resolution": 8,
+}  # torch.export's dynamic range
 
 
 def example_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A uint8 Tensor[3, H, W] of smooth random colours to trace with."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand((1, 3, max(height // 16, 2), max(width // 16, 2)), generator=g) * 255
-    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")[0].round().to(torch.uint8)
+    return (
+        torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")[0]
+        .round()
+        .to(torch.uint8)
+    )
 
 
 def export_onnx(
@@ -44,7 +53,9 @@ def export_onnx(
         opset: ONNX opset, at least 16 (GridSample, RoiAlign's half_pixel mode).
     """
     if opset < MIN_OPSET:
-        raise ValueError(f"--opset: {opset} is too old; RoiAlign's half_pixel mode and GridSample need {MIN_OPSET}+")
+        raise ValueError(
+            f"--opset: {opset} is too old; RoiAlign's half_pixel mode and GridSample need {MIN_OPSET}+"
+        )
     names = list(OUTPUT_NAMES[wrapper.task])
     axes = None
     if dynamic:
@@ -82,8 +93,15 @@ def export_program(
     """
     shapes = None
     if dynamic:
-        # Sizes from 32 px; upper bound generous for large photos.
-        shapes = ({1: torch.export.Dim("height", min=32, max=8192), 2: torch.export.Dim("width", min=32, max=8192)},)
+        # A detector's coarsest level (stride 64) must keep 2+ cells at every size, or the
+        # program specialises on broadcasting a 1-cell map: detectors take 160 px and up.
+        low = PROGRAM_MIN_SIZE[wrapper.task]
+        shapes = (
+            {
+                1: torch.export.Dim("height", min=low, max=8192),
+                2: torch.export.Dim("width", min=low, max=8192),
+            },
+        )
     with torch.no_grad():
         program = torch.export.export(wrapper.eval(), (image,), dynamic_shapes=shapes, strict=False)
     torch.export.save(program, str(output))

@@ -86,7 +86,11 @@ def deform_conv2d_grid_sample(
 @sh.parse_args("v", "v", "f", "i", "i", "i", "b")
 def _roi_align_symbolic(g, input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned):
     """densenets::roi_align(input, rois[K, 5], ...) -> ONNX RoiAlign (opset 16)."""
-    batch = g.op("Squeeze", g.op("Slice", rois, *_consts(g, [0], [1], [1])), g.op("Constant", value_t=torch.tensor([1])))
+    batch = g.op(
+        "Squeeze",
+        g.op("Slice", rois, *_consts(g, [0], [1], [1])),
+        g.op("Constant", value_t=torch.tensor([1])),
+    )
     batch = g.op("Cast", batch, to_i=7)  # int64 batch indices
     boxes = g.op("Slice", rois, *_consts(g, [1], [5], [1]))
     return g.op(

@@ -32,7 +32,9 @@ def _onnx_session(path: str, device: torch.device) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ImportError(f"{path}: running an ONNX file needs onnxruntime (pip install densenets[export])") from None
+        raise ImportError(
+            f"{path}: running an ONNX file needs onnxruntime (pip install densenets[export])"
+        ) from None
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -50,7 +52,9 @@ class ExportedModel:
 
     training = False
 
-    def __init__(self, path: str | os.PathLike, input_key: str = "image", device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, path: str | os.PathLike, input_key: str = "image", device: str | torch.device = "cpu"
+    ) -> None:
         self.path = str(path)
         self.input_key = input_key
         self.device = torch.device(device)
@@ -68,7 +72,9 @@ class ExportedModel:
             names = tuple(s.arg.name for s in load_program(self.path).graph_signature.output_specs)
         self.task = next((t for t, n in OUTPUT_NAMES.items() if n == names), None)
         if self.task is None:  # a program's outputs are unnamed: take the task from their count
-            self.task = {3: "detection"}.get(len(names), "super_resolution" if input_key == "lr" else "segmentation")
+            self.task = {3: "detection"}.get(
+                len(names), "super_resolution" if input_key == "lr" else "segmentation"
+            )
 
     def eval(self) -> ExportedModel:
         return self

@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OUTPUT_NAMES", "SegmentationExport", "SuperResolutionExport", "crop", "normalize_and_pad", "wrap_model"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "SegmentationExport",
+    "SuperResolutionExport",
+    "crop",
+    "normalize_and_pad",
+    "wrap_model",
+]
 
 OUTPUT_NAMES = {
     "detection": ("boxes", "scores", "labels"),
@@ -36,7 +43,15 @@ def normalize_and_pad(image: Tensor, model: nn.Module, divisibility: int) -> Ten
     x = ((x - model.pixel_mean.view(3, 1, 1)) / model.pixel_std.view(3, 1, 1))[None]
     if divisibility > 1:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, (divisibility - w % divisibility) % divisibility, 0, (divisibility - h % divisibility) % divisibility))
+        x = F.pad(
+            x,
+            (
+                0,
+                (divisibility - w % divisibility) % divisibility,
+                0,
+                (divisibility - h % divisibility) % divisibility,
+            ),
+        )
     return x
 
 
@@ -108,5 +123,7 @@ def wrap_model(model: nn.Module) -> nn.Module:
     for cls, wrapper in wrappers.items():
         if isinstance(model, cls):
             return wrapper(model.eval())
-    raise TypeError(f"export: no export wrapper for {type(model).__name__} (supported: "
-                    f"{', '.join(c.__name__ for c in wrappers)})")
+    raise TypeError(
+        f"export: no export wrapper for {type(model).__name__} (supported: "
+        f"{', '.join(c.__name__ for c in wrappers)})"
+    )

@@ -19,18 +19,26 @@ import time
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("--weights", help="checkpoint; 'none' exports the initial weights on purpose")
     parser.add_argument("--format", required=True, choices=("onnx", "torch-export"), help="output format")
     parser.add_argument("--output", required=True, help="output file (.onnx, or .pt2 for torch-export)")
     parser.add_argument(
-        "--input-size", nargs=2, type=int, metavar=("H", "W"), help="example image size to trace with "
-        "(default: the photo --check uses, after the config's test transform)"
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="example image size to trace with "
+        "(default: the photo --check uses, after the config's test transform)",
     )
     parser.add_argument("--dynamic", action="store_true", help="symbolic image height and width")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 16)")
-    parser.add_argument("--check", action="store_true", help="compare the file with the model on a real photo")
+    parser.add_argument(
+        "--check", action="store_true", help="compare the file with the model on a real photo"
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values)")
     return parser.parse_args(argv)
 
@@ -63,15 +71,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             export_program(wrapper, image, args.output, args.dynamic)
     except Exception as e:  # noqa: BLE001 - one line naming the model and the step
-        print(f"error: exporting {type(predictor.model).__name__} to {args.format} failed: {e}", file=sys.stderr)
+        print(
+            f"error: exporting {type(predictor.model).__name__} to {args.format} failed: {e}", file=sys.stderr
+        )
         return 1
-    print(f"wrote {args.output} ({args.format}, {'dynamic' if args.dynamic else 'static'} "
-          f"{'H x W' if args.dynamic else 'x'.join(map(str, image.shape[-2:]))}) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {args.output} ({args.format}, {'dynamic' if args.dynamic else 'static'} "
+        f"{'H x W' if args.dynamic else 'x'.join(map(str, image.shape[-2:]))}) in {time.perf_counter() - start:.1f} s"
+    )
     if not args.check:
         return 0
     if not args.dynamic and tuple(image.shape) != tuple(item[key].shape):
-        print(f"check: the file is static at {tuple(image.shape[-2:])}; the photo is {tuple(item[key].shape[-2:])} "
-              "after the test transform: export with --dynamic or that --input-size", file=sys.stderr)
+        print(
+            f"check: the file is static at {tuple(image.shape[-2:])}; the photo is {tuple(item[key].shape[-2:])} "
+            "after the test transform: export with --dynamic or that --input-size",
+            file=sys.stderr,
+        )
         return 1
     return _check(predictor, ExportedModel(args.output, key), item, wrapper.task, compare, CheckError, torch)
 
