@@ -76,13 +76,15 @@ def test_deeplabv3plus_two_sizes(tmp_path):
 
 
 def test_edsr_two_sizes(tmp_path):
-    model = build_model("configs/demo/edsr_baseline_x2_photos.yaml", "model.body={}")
+    model = build_model("configs/demo/edsr_baseline_x2_photos.yaml")
     (sr,), _ = _export_and_compare(model, tmp_path, key="lr", sizes=((40, 52), (33, 21)))
     assert sr.dtype == torch.uint8 and tuple(sr.shape) == (3, 80, 104)
 
 
+@pytest.mark.slow
 def test_faster_rcnn_fpn_two_sizes_multilevel_pooler(tmp_path):
-    """R18-FPN with RoIs pooled from P2-P5 by box size, as the COCO configs do."""
+    """R18-FPN with RoIs pooled from P2-P5 by box size, as the COCO configs do; every
+    RoI x class is a candidate (score threshold 0): more than 100, capped at 100."""
     model = build_model(
         "configs/detection/faster_rcnn_r50_fpn_1x_coco.yaml",
         "model.backbone.depth=18",
@@ -95,21 +97,15 @@ def test_faster_rcnn_fpn_two_sizes_multilevel_pooler(tmp_path):
     assert all(len(o[0]) == 100 for o in outs)  # more than 100 candidates, capped
 
 
-def test_faster_rcnn_no_detection_and_many_candidates(tmp_path):
-    """One file, a threshold no score passes -> empty outputs; then a normal one."""
+def test_faster_rcnn_no_detection(tmp_path):
+    """A threshold no score passes: empty outputs of the right shapes (torchvision #2251)."""
     model = build_model("configs/demo/faster_rcnn_r18_fpn_shapes.yaml")
     path = tmp_path / "model.onnx"
-    image = example_image(*SIZES[0])
     model.roi_heads.box_predictor.score_thresh = 1.0  # softmax never exceeds 1
-    export_onnx(wrap_model(model), image, path, dynamic=True)
+    export_onnx(wrap_model(model), example_image(*SIZES[0]), path, dynamic=True)
     boxes, scores, labels = onnx_outputs(path, example_image(*SIZES[1]))
     assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
     compare("detection", _reference(model, example_image(*SIZES[1])), (boxes, scores, labels))
-    model.roi_heads.box_predictor.score_thresh = 0.0  # every RoI x class is a candidate
-    export_onnx(wrap_model(model), image, path, dynamic=True)
-    out = onnx_outputs(path, image)
-    assert len(out[0]) == model.roi_heads.box_predictor.detections_per_image
-    compare("detection", _reference(model, image), out)
 
 
 def test_detr_two_sizes(tmp_path):
