@@ -189,3 +189,37 @@ def test_predictor_runs_an_onnx_file_like_the_model(tmp_path):
     torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=1e-3, atol=1e-2)
     assert torch.equal(got["labels"], expected["labels"])
     assert onnx_pred.draw(photo, onnx_pred(photo)).shape == photo.shape
+
+
+def test_infer_tool_runs_an_onnx_file(tmp_path):
+    """tools/infer.py --weights model.onnx writes the same SR image as the model."""
+    from densenets.config import MODELS, build, load_config
+    from densenets.data import read_image
+    from densenets.data.io import write_image
+    from densenets.tools.infer import main
+
+    config = "configs/demo/edsr_baseline_x2_photos.yaml"
+    torch.manual_seed(0)
+    model = build(load_config(config).model, MODELS).eval()
+    export_onnx(wrap_model(model), example_image(24, 32), tmp_path / "sr.onnx")
+    lr = np.asarray(example_image(20, 28, seed=5).permute(1, 2, 0)).copy()
+    write_image(tmp_path / "in.png", lr)
+    assert (
+        main(
+            [
+                "--config",
+                config,
+                "--weights",
+                str(tmp_path / "sr.onnx"),
+                "--input",
+                str(tmp_path / "in.png"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    with torch.no_grad():
+        expected = model([{"lr": torch.from_numpy(lr).permute(2, 0, 1).contiguous()}])[0]["sr"]
+    got = torch.from_numpy(read_image(tmp_path / "out" / "sr" / "in.png")).permute(2, 0, 1)
+    assert (got.int() - expected.int()).abs().max() <= 1
