@@ -181,7 +181,7 @@ class DETRExport(nn.Module):
         # image it is all False, which this override says with traceable ops.
         m.features = features
         try:
-            logits, boxes = m.predict(ImageList(x, [(int(x.shape[-2]), int(x.shape[-1]))]))
+            logits, boxes = m.predict(ImageList(x, [tuple(x.shape[-2:])]))  # sizes unused by `features`
         finally:
             del m.features
         scores, labels, boxes = m.inference(logits[-1], boxes[-1])  # (1, Q'), (1, Q'), (1, Q', 4) cxcywh
