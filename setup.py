@@ -42,6 +42,8 @@ EXTRAS = {
     "fast-eval": ["faster-coco-eval>=1.6"],
     # Peer implementations timed side by side in benchmarks/ (optional).
     "bench": ["transformers>=4.48"],
+    # tools/export.py: ONNX files and running them (docs/export.md).
+    "export": ["onnx>=1.16", "onnxruntime>=1.18"],
 }
 
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train", "train a model from a config (one process or under torchrun)"),
     "eval": Command("eval", "evaluate weights on a config's validation set"),
     "infer": Command("infer", "run a model on an image, a folder or a glob; write pictures and results"),
+    "export": Command("export", "export a model with pre/postprocessing to ONNX or torch.export"),
     "benchmark": Command("benchmark", "time a model: latency, throughput, peak memory, FLOPs"),
     "convert": Command("convert_checkpoint", "convert a foreign checkpoint (torchvision, detectron2, ...)"),
     "print-config": Command("print_config", "print a config merged with its _base_ files and overrides"),

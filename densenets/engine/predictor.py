@@ -151,7 +151,8 @@ class Predictor:
 
     Args:
         cfg: the experiment config (`model`, `data.val.transforms`, `infer`), or its path.
-        weights: a checkpoint path, or None to keep the model's initial weights.
+        weights: a checkpoint path, or None to keep the model's initial weights; an
+            `.onnx` / `.pt2` file of `tools/export.py` runs that file instead of the model.
         device: `auto`, `cpu`, `cuda`, `cuda:1`.
 
     Example:
@@ -170,9 +171,14 @@ class Predictor:
         self.cfg = cfg if isinstance(cfg, Mapping) else load_config(cfg)
         self.device = resolve_device(device)
         self.infer = parse_section("infer", self.cfg.get("infer"))
-        self.model = build(self.cfg.model, MODELS).to(self.device).eval()
         meta = None
-        if weights:
+        if _is_exported(weights):  # an .onnx / .pt2 file of tools/export.py runs in place of the model
+            from densenets.export.runtime import ExportedModel
+
+            self.model = ExportedModel(weights, self.infer.input_key, self.device)
+        else:
+            self.model = build(self.cfg.model, MODELS).to(self.device).eval()
+        if weights and not _is_exported(weights):
             checkpoint = load_checkpoint(weights)
             try:
                 load_model_weights(self.model, checkpoint, strict=True, use_ema=True)
@@ -225,6 +231,10 @@ class Predictor:
     def draw(self, image: np.ndarray, prediction: Mapping, **kwargs: Any) -> np.ndarray:
         """`prediction` drawn on `image` (np.ndarray[H, W, 3] uint8 RGB) by the config's visualiser."""
         return self.visualizer(prediction).draw(image, prediction, **kwargs)
+
+
+def _is_exported(weights: Any) -> bool:
+    return weights is not None and str(weights).lower().endswith((".onnx", ".pt2"))
 
 
 def _to_cpu(x: Any) -> Any:

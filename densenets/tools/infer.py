@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument(
         "--weights",
-        help="checkpoint (EMA weights when it has them); 'none' runs the initial weights on purpose",
+        help="checkpoint (EMA weights when it has them), or an exported .onnx/.pt2 file "
+        "(tools/export.py); 'none' runs the initial weights on purpose",
     )
     parser.add_argument("--input", required=True, help="an image, a folder, a quoted glob or a video")
     parser.add_argument("--output", required=True, help="output folder")

@@ -150,10 +150,12 @@ def test_tiled_inference_equals_whole_image():
         # the whole image round differently (by a few float32 ulps).
         assert tiled.shape == whole.shape
         assert (tiled - whole).abs().max() / 255 <= 1e-5
-        # float64: bit-identical everywhere, seams included.
+        # float64: equal to rounding everywhere, seams included (oneDNN's float64 kernels
+        # also depend on the input size, so not always bit-identical).
         model.double()
         whole = model.network(x.double())
-        assert torch.equal(tiled_forward(model.network, x.double(), 2, tile_size=16, overlap=8), whole)
+        tiled = tiled_forward(model.network, x.double(), 2, tile_size=16, overlap=8)
+        torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-10)
         too_little = tiled_forward(model.network, x.double(), 2, tile_size=16, overlap=2)
     assert (too_little - whole).abs().max() > 1e-3  # the overlap does matter
 
