@@ -289,3 +289,18 @@ def test_fallback_warns_once_and_matches():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("size", [1, 5])
+def test_output_is_no_view_so_in_place_ops_may_follow(size):
+    # The channels-last forward (>= 8 channels per group) once returned a view of its
+    # NHWC buffer when the output was 1 x 1, and autograd forbids modifying that in place.
+    x = torch.randn(2, 16, size, size, requires_grad=True)
+    weight = torch.randn(16, 16, 3, 3, requires_grad=True)
+    offset = torch.zeros(2, 18, size, size)
+    y = deform_conv2d(x, offset, weight, padding=1)
+    torch.relu_(y)
+    y.sum().backward()
+    expected = torch.nn.functional.conv2d(x.detach(), weight.detach(), padding=1).relu()
+    torch.testing.assert_close(y.detach(), expected, rtol=1e-4, atol=1e-4)
+    assert x.grad is not None and torch.isfinite(weight.grad).all()

@@ -169,7 +169,9 @@ at::Tensor deform_conv2d_forward_nhwc_cpu(const DeformGeometry& g, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_nhwc_cpu",
                              [&] { forward_blocks<scalar_t>(g, x, off, m, w, out2); });
   if (bias.has_value()) out2.add_(*bias);
-  return out.permute({0, 3, 1, 2}).contiguous();
+  // clone, not contiguous(): for a 1 x 1 output the permuted view is already contiguous,
+  // and an op must not return a view of its own buffer (autograd forbids in-place on it).
+  return out.permute({0, 3, 1, 2}).clone(at::MemoryFormat::Contiguous);
 }
 
 }  // namespace densenets
