@@ -62,7 +62,9 @@ class _Dataset:
 
 
 def test_every_registered_transform_is_listed_here():
-    assert set(TRANSFORMS) == set(RANDOM) | DETERMINISTIC
+    # The package's transforms (tests register their own small ones in the same registry).
+    ours = {name for name in TRANSFORMS if TRANSFORMS[name].__module__.startswith("densenets.")}
+    assert ours == set(RANDOM) | DETERMINISTIC
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM))
