@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=10, help="timed runs; the median is reported (default: 10)"
     )
     parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available"
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N or mps"
     )
     parser.add_argument("--no-train", action="store_true", help="time inference only")
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         infer = parse_section("infer", cfg.get("infer"))
+        dev = resolve_device(args.device)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = tuple(args.size or infer.input_size or DEFAULT_SIZE)
     rows = benchmark(cfg, size, args.batch, args.warmup, args.repeats, args.device, not args.no_train)
-    dev = resolve_device(args.device)
     name = (
         torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )

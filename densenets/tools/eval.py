@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint to evaluate (EMA weights when it has them); 'none': the initial weights on purpose",
     )
     parser.add_argument("--output", help="where results go (default: runs/<config name>/eval)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
+    parser.add_argument("--device", help="overrides train.device: auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("overrides", nargs="*", help="key.sub=value (YAML values); +key=value adds a key")
     args = parser.parse_args(argv)
     import torch.distributed as dist  # after parsing: --help stays fast

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--input", required=True, help="an image, a folder, a quoted glob or a video")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--ground-truth", help="super-resolution: folder of HR images at the inputs' relative paths"
     )
