@@ -78,11 +78,10 @@ class SegmentationExport(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """uint8 Tensor[3, H, W] RGB -> int64 Tensor[H, W] class indices."""
         m = self.model
-        h, w = image.shape[-2:]
-        x = normalize_and_pad(image, m, m.size_divisibility)
-        logits = m.decode_head(m.backbone(x))  # (1, K, H'/s, W'/s)
+        x = normalize_and_pad(image, m, 0)  # inference runs unpadded, as mmseg and torchvision
+        logits = m.decode_head(m.backbone(x))  # (1, K, H/s, W/s)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=m.align_corners)
-        return crop(logits[0], h, w).argmax(0)
+        return logits[0].argmax(0)
 
 
 class SuperResolutionExport(nn.Module):

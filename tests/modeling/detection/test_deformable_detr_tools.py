@@ -40,15 +40,15 @@ def test_eval_infer_and_benchmark_run(config, tmp_path, capsys):
     overrides = _overrides(paths)
     assert (
         _tool("eval").main(
-            ["--config", cfg, "--output", str(tmp_path / "eval"), "--device", "cpu", *overrides]
+            ["--config", cfg, "--weights", "none", "--output", str(tmp_path / "eval"), "--device", "cpu", *overrides]
         )
         == 0
     )
     assert "bbox/AP50" in capsys.readouterr().out
 
     out = tmp_path / "infer"
-    assert _tool("infer").main(["--config", cfg, "--input", str(paths["val_images"]), "--output", str(out),
-                                "--device", "cpu", *overrides]) == 0  # fmt: skip
+    assert _tool("infer").main(["--config", cfg, "--weights", "none", "--input", str(paths["val_images"]),
+                                "--output", str(out), "--device", "cpu", *overrides]) == 0  # fmt: skip
     assert len(list(out.rglob("*.png")) + list(out.rglob("*.jpg"))) >= 2
     predictions = [json.loads(p.read_text()) for p in out.rglob("*.json")]
     assert predictions, list(out.rglob("*"))
