@@ -8,15 +8,21 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from test_export_models import _export_and_compare, build_model
 from torch import nn
 
-from densenets.export import example_image, export_onnx, export_program, load_program, run_program, wrap_model
+from densenets.export import (
+    example_image,
+    export_program,
+    load_program,
+    onnx_export_mode,
+    run_program,
+    wrap_model,
+)
 from densenets.export.check import compare
 from densenets.export.deformable import DeformableDETRExport, level_shapes
 from densenets.ops import ms_deform_attn
 from densenets.ops.reference import ms_deform_attn_reference
-
-from test_export_models import _export_and_compare, build_model
 
 DEFORMABLE_SMALL = (
     "model.backbone.depth=18",
@@ -77,7 +83,6 @@ def test_ms_deform_attn_onnx_is_grid_sample_and_matches_the_reference(tmp_path):
     """One dynamic file, two sizes; only standard ONNX ops (GridSample, no custom domain)."""
     path = tmp_path / "attn.onnx"
     names = ["x", "y", "locations", "weights"]
-    from densenets.export import onnx_export_mode
 
     with onnx_export_mode(), torch.no_grad():
         torch.onnx.export(
