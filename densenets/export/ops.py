@@ -6,9 +6,12 @@ ONNX (the TorchScript-based exporter, see docs/export.md for why):
 - `densenets::deform_conv2d` -> standard ops: while exporting, `deform_conv2d` is traced
   through `deform_conv2d_grid_sample` (bilinear sampling with `GridSample`, then one
   batched `MatMul`), so the file runs in stock ONNX Runtime without a custom-op library.
+- `densenets::ms_deform_attn` -> one `GridSample` per level and a weighted `ReduceSum`
+  (`_ms_deform_attn_symbolic`), level sizes read from `spatial_shapes` at run time.
 - `torchvision::nms` -> `NonMaxSuppression` (torchvision registers that one itself).
 
-`torch.export` keeps `densenets.roi_align` / `densenets.deform_conv2d` as custom ops
+`torch.export` keeps `densenets.roi_align` / `densenets.deform_conv2d` /
+`densenets.ms_deform_attn` as custom ops
 (their fake kernels give the output shapes); nothing here is used for it.
 """
 
