@@ -185,6 +185,10 @@ class DETRExport(nn.Module):
         finally:
             del m.features
         scores, labels, boxes = m.inference(logits[-1], boxes[-1])  # (1, Q'), (1, Q'), (1, Q', 4) cxcywh
-        b = box_convert(boxes[0], "cxcywh", "xyxy")
-        b = torch.stack((b[:, 0] * w, b[:, 1] * h, b[:, 2] * w, b[:, 3] * h), dim=-1)  # normalised -> pixels
-        return b, scores[0], labels[0]
+        return self.to_pixels(boxes[0], h, w), scores[0], labels[0]
+
+    @staticmethod
+    def to_pixels(boxes: Tensor, h, w) -> Tensor:
+        """Normalised cxcywh Tensor[D, 4] -> xyxy Tensor[D, 4] in pixels of an h x w image."""
+        b = box_convert(boxes, "cxcywh", "xyxy")
+        return torch.stack((b[:, 0] * w, b[:, 1] * h, b[:, 2] * w, b[:, 3] * h), dim=-1)

@@ -6,9 +6,12 @@ ONNX (the TorchScript-based exporter, see docs/export.md for why):
 - `densenets::deform_conv2d` -> standard ops: while exporting, `deform_conv2d` is traced
   through `deform_conv2d_grid_sample` (bilinear sampling with `GridSample`, then one
   batched `MatMul`), so the file runs in stock ONNX Runtime without a custom-op library.
+- `densenets::ms_deform_attn` -> one `GridSample` per level and a weighted `ReduceSum`
+  (`_ms_deform_attn_symbolic`), level sizes read from `spatial_shapes` at run time.
 - `torchvision::nms` -> `NonMaxSuppression` (torchvision registers that one itself).
 
-`torch.export` keeps `densenets.roi_align` / `densenets.deform_conv2d` as custom ops
+`torch.export` keeps `densenets.roi_align` / `densenets.deform_conv2d` /
+`densenets.ms_deform_attn` as custom ops
 (their fake kernels give the output shapes); nothing here is used for it.
 """
 
@@ -111,6 +114,72 @@ def _consts(g, starts: list[int], ends: list[int], axes: list[int]) -> list:
     return [g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64)) for v in (starts, ends, axes)]
 
 
+def _ms_deform_attn_symbolic(g, value, spatial_shapes, level_start_index, locations, weights):
+    """densenets::ms_deform_attn -> one ONNX `GridSample` per level (bilinear, zeros,
+    align_corners=0, as `ms_deform_attn_reference`), then the weighted sum. Level sizes and
+    starts are read from `spatial_shapes` / `level_start_index` at run time (Gather), so
+    the graph follows the image size; only the number of levels L must be static.
+
+    value (N, S, M, C), spatial_shapes (L, 2), level_start_index (L),
+    locations (N, Q, M, L, P, 2), weights (N, Q, M, L, P) -> (N, Q, M * C).
+    """
+    num_levels = sh._get_tensor_sizes(spatial_shapes)[0]
+    if num_levels is None:
+        num_levels = sh._get_tensor_sizes(locations)[3]
+    if num_levels is None:
+        raise RuntimeError("ms_deform_attn ONNX export: the number of levels must be static")
+
+    def const(v):
+        return g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64))
+
+    def item(t, *idx):  # t[idx] as a 1-element int64 tensor
+        for i in idx[:-1]:
+            t = g.op("Gather", t, const(i), axis_i=0)
+        return g.op("Gather", t, const([idx[-1]]), axis_i=0)
+
+    def shape_from(t, start, end):
+        return g.op("Slice", g.op("Shape", t), const([start]), const([end]), const([0]))
+
+    sizes = g.op("Shape", value)  # [N, S, M, C], read at run time
+    n, c = item(sizes, 0), item(sizes, 3)
+    nm, mc = g.op("Mul", n, item(sizes, 2)), g.op("Mul", item(sizes, 2), c)
+    v = g.op("Transpose", value, perm_i=[0, 2, 3, 1])  # (N, M, C, S)
+    v = g.op("Reshape", v, g.op("Concat", nm, c, item(sizes, 1), axis_i=0))  # (N*M, C, S)
+    grid = g.op(
+        "Sub",
+        g.op("Mul", locations, g.op("Constant", value_t=torch.tensor(2.0))),
+        g.op("Constant", value_t=torch.tensor(1.0)),
+    )
+    grid = g.op("Transpose", grid, perm_i=[0, 2, 1, 3, 4, 5])  # (N, M, Q, L, P, 2)
+    grid = g.op(
+        "Reshape", grid, g.op("Concat", const([-1]), shape_from(grid, 2, 6), axis_i=0)
+    )  # (N*M, Q, L, P, 2)
+    mode = "linear" if sh.GLOBALS.export_onnx_opset_version >= 20 else "bilinear"
+    samples = []
+    for lvl in range(num_levels):
+        h, w = item(spatial_shapes, lvl, 0), item(spatial_shapes, lvl, 1)
+        start = item(level_start_index, lvl)
+        level = g.op("Slice", v, start, g.op("Add", start, g.op("Mul", h, w)), const([2]))  # (N*M, C, h*w)
+        level = g.op("Reshape", level, g.op("Concat", nm, c, h, w, axis_i=0))  # (N*M, C, h, w)
+        sampled = g.op(
+            "GridSample",
+            level,
+            g.op("Gather", grid, const(lvl), axis_i=2),  # (N*M, Q, P, 2)
+            mode_s=mode,
+            padding_mode_s="zeros",
+            align_corners_i=0,
+        )  # (N*M, C, Q, P)
+        samples.append(g.op("Unsqueeze", sampled, const([3])))
+    sampled = g.op("Concat", *samples, axis_i=3)  # (N*M, C, Q, L, P)
+    wt = g.op("Transpose", weights, perm_i=[0, 2, 1, 3, 4])  # (N, M, Q, L, P)
+    wt = g.op(
+        "Reshape", wt, g.op("Concat", const([-1, 1]), shape_from(wt, 2, 5), axis_i=0)
+    )  # (N*M, 1, Q, L, P)
+    out = g.op("ReduceSum", g.op("Mul", sampled, wt), const([3, 4]), keepdims_i=0)  # (N*M, C, Q)
+    out = g.op("Reshape", out, g.op("Concat", n, mc, const([-1]), axis_i=0))
+    return g.op("Transpose", out, perm_i=[0, 2, 1])  # (N, Q, M*C)
+
+
 def register_onnx_symbolics() -> None:
     """Register the ONNX translations of our ops (idempotent)."""
     global _registered
@@ -119,6 +188,7 @@ def register_onnx_symbolics() -> None:
     import torchvision.ops  # noqa: F401 - registers torchvision::nms -> NonMaxSuppression
 
     torch.onnx.register_custom_op_symbolic("densenets::roi_align", _roi_align_symbolic, MIN_OPSET)
+    torch.onnx.register_custom_op_symbolic("densenets::ms_deform_attn", _ms_deform_attn_symbolic, MIN_OPSET)
     _registered = True
 
 

@@ -114,8 +114,11 @@ def wrap_model(model: nn.Module) -> nn.Module:
 
     wrappers = {EncoderDecoder: SegmentationExport, EDSR: SuperResolutionExport, FasterRCNN: FasterRCNNExport}
     try:
-        from densenets.modeling.detection import DETR
+        from densenets.modeling.detection import DETR, DeformableDETR
 
+        from .deformable import DeformableDETRExport
+
+        wrappers[DeformableDETR] = DeformableDETRExport  # DINO too; before DETR, its base class
         wrappers[DETR] = DETRExport
     except ImportError:  # pragma: no cover
         pass
