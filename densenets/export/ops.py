@@ -154,7 +154,7 @@ def _ms_deform_attn_symbolic(g, value, spatial_shapes, level_start_index, locati
     grid = g.op(
         "Reshape", grid, g.op("Concat", const([-1]), shape_from(grid, 2, 6), axis_i=0)
     )  # (N*M, Q, L, P, 2)
-    mode = "linear" if sh.GLOBALS.export_onnx_opset_version >= 20 else "bilinear"
+    mode = "linear" if g.opset >= 20 else "bilinear"  # GridSample renamed the mode in opset 20
     samples = []
     for lvl in range(num_levels):
         h, w = item(spatial_shapes, lvl, 0), item(spatial_shapes, lvl, 1)
