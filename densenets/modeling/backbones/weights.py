@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from densenets.config import ConfigError
 from densenets.engine.convert import convert
 from densenets.engine.convert.pickle_io import load_pickle
 from densenets.engine.convert.resnet import find_prefix, unwrap_state_dict
@@ -62,7 +64,11 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"weights: no such file {path}")
     if path.suffix == ".pkl":
         return load_pickle(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a global outside weights_only's allow-list
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"weights: {path}: refused, not a plain weights file ({reason})") from None
 
 
 def detect_format(obj: Any) -> str:

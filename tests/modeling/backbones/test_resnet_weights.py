@@ -134,3 +134,18 @@ def test_bad_weights_values():
         pretrained(depth=18, weights="nowhere.pth")
     with pytest.raises(ValueError, match="unknown source"):
         pretrained(depth=18, weights="s3://bucket/r50.pth")
+
+
+class _NotWeights:
+    """A class a weights_only load must refuse."""
+
+
+def test_an_unsafe_weights_file_is_a_one_line_config_error(tmp_path):
+    from densenets.config import ConfigError
+    from densenets.modeling.backbones.weights import read_checkpoint
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": _NotWeights()}, path)
+    with pytest.raises(ConfigError, match=r"evil\.pth: refused, not a plain weights file") as info:
+        read_checkpoint(path)
+    assert "\n" not in str(info.value)
