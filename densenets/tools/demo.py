@@ -18,6 +18,7 @@ Paths are relative to the working directory (the repository root under `make`);
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import math
@@ -41,7 +42,7 @@ class DemoTask:
 
     config: str  # relative to the repository
     dataset: str  # folder under datasets/synthetic (the config's data roots point there)
-    generator: str  # function of densenets.data.synthetic
+    generator: Callable[..., dict]  # a densenets.data.synthetic generator: generator(root, **kwargs)
     generator_kwargs: dict[str, Any]
     infer_input: str  # held-out images, relative to the dataset folder
     metrics: tuple[str, ...]  # headline metrics, in print order
@@ -49,38 +50,47 @@ class DemoTask:
     outputs: dict[str, str] = field(default_factory=dict)  # name -> path under infer/
 
 
-TASKS = {
-    "detection": DemoTask(
-        config="configs/demo/faster_rcnn_r18_fpn_shapes.yaml",
-        dataset="shapes",
-        generator="make_shapes",
-        generator_kwargs={"num_train": 400, "num_val": 50, "image_size": 256},
-        infer_input="val2017",
-        metrics=("bbox/AP50", "bbox/AP", "bbox/AP75"),
-        cli_name="shapes",
-        outputs={"predictions (COCO results JSON)": "results.json", "visualisations (boxes)": "vis"},
-    ),
-    "segmentation": DemoTask(
-        config="configs/demo/fcn_r18_d8_shapes_city.yaml",
-        dataset="shapes_city",
-        generator="make_shapes_city",
-        generator_kwargs={"num_train": 100, "num_val": 20, "image_size": [192, 384]},
-        infer_input="leftImg8bit/val",
-        metrics=("sem_seg/mIoU", "sem_seg/pAcc"),
-        cli_name="shapes-city",
-        outputs={"predictions (class-index PNGs)": "labels", "visualisations (colour overlays)": "vis"},
-    ),
-    "super_resolution": DemoTask(
-        config="configs/demo/edsr_baseline_x2_photos.yaml",
-        dataset="sr",
-        generator="make_sr_set",
-        generator_kwargs={"num_train": 32, "hr_size": 192, "scales": [2]},
-        infer_input="DIV2K_valid_LR_bicubic/X2",
-        metrics=("sr/PSNR", "sr/SSIM"),
-        cli_name="sr",
-        outputs={"super-resolved images": "sr", "visualisations (bicubic | EDSR)": "vis"},
-    ),
-}
+TASK_NAMES = ("detection", "segmentation", "super_resolution")
+
+
+@functools.cache
+def demo_tasks() -> dict[str, DemoTask]:
+    """The demos by name (built on first use: the generators import numpy and OpenCV,
+    which `--help` must not)."""
+    from densenets.data.synthetic import make_shapes, make_shapes_city, make_sr_set
+
+    return {
+        "detection": DemoTask(
+            config="configs/demo/faster_rcnn_r18_fpn_shapes.yaml",
+            dataset="shapes",
+            generator=make_shapes,
+            generator_kwargs={"num_train": 400, "num_val": 50, "image_size": 256},
+            infer_input="val2017",
+            metrics=("bbox/AP50", "bbox/AP", "bbox/AP75"),
+            cli_name="shapes",
+            outputs={"predictions (COCO results JSON)": "results.json", "visualisations (boxes)": "vis"},
+        ),
+        "segmentation": DemoTask(
+            config="configs/demo/fcn_r18_d8_shapes_city.yaml",
+            dataset="shapes_city",
+            generator=make_shapes_city,
+            generator_kwargs={"num_train": 100, "num_val": 20, "image_size": [192, 384]},
+            infer_input="leftImg8bit/val",
+            metrics=("sem_seg/mIoU", "sem_seg/pAcc"),
+            cli_name="shapes-city",
+            outputs={"predictions (class-index PNGs)": "labels", "visualisations (colour overlays)": "vis"},
+        ),
+        "super_resolution": DemoTask(
+            config="configs/demo/edsr_baseline_x2_photos.yaml",
+            dataset="sr",
+            generator=make_sr_set,
+            generator_kwargs={"num_train": 32, "hr_size": 192, "scales": [2]},
+            infer_input="DIV2K_valid_LR_bicubic/X2",
+            metrics=("sr/PSNR", "sr/SSIM"),
+            cli_name="sr",
+            outputs={"super-resolved images": "sr", "visualisations (bicubic | EDSR)": "vis"},
+        ),
+    }
 
 
 def _load_tool(name: str) -> Callable[[list[str]], int]:
@@ -98,13 +108,11 @@ def prepare_dataset(task: DemoTask, kwargs: dict[str, Any], root: Path) -> bool:
     Raises:
         FileExistsError: `root` exists but was not written by the generator.
     """
-    from densenets.data import synthetic
+    from densenets.data.synthetic import STAMP_FILE, describe
 
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    stamp_file = root / synthetic.STAMP_FILE
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == synthetic.describe(
-        task.generator, **kwargs
-    ):
+    stamp_file = root / STAMP_FILE
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == describe(task.generator, **kwargs):
         return False
     if root.exists():
         if not stamp_file.is_file():
@@ -112,7 +120,7 @@ def prepare_dataset(task: DemoTask, kwargs: dict[str, Any], root: Path) -> bool:
                 f"{root}: exists but was not made by the generator; move it away or pass --data-root"
             )
         shutil.rmtree(root)
-    getattr(synthetic, task.generator)(root, **kwargs)
+    task.generator(root, **kwargs)
     return True
 
 
@@ -208,7 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--task", choices=sorted(TASKS), default="detection", help="which demo (default: detection)"
+        "--task", choices=sorted(TASK_NAMES), default="detection", help="which demo (default: detection)"
     )
     parser.add_argument("--output", help="run directory (default: runs/demo/<task>; replaced on each run)")
     parser.add_argument(
@@ -228,7 +236,7 @@ def _size(text: str) -> list[int]:
 
 
 def _generator_kwargs(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = dict(TASKS[task_name].generator_kwargs)
+    kwargs = dict(demo_tasks()[task_name].generator_kwargs)
     if args.num_train is not None:
         kwargs["num_train"] = args.num_train
     if task_name == "super_resolution" and (args.num_val is not None or args.image_size is not None):
@@ -242,7 +250,7 @@ def _generator_kwargs(task_name: str, args: argparse.Namespace) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    task = TASKS[args.task]
+    task = demo_tasks()[args.task]
     config = str(bundled_config(task.config))  # the checkout's configs/, or the installed package's
     output = Path(args.output or Path("runs") / "demo" / args.task)
     data_root = Path(args.data_root) / task.dataset

@@ -128,7 +128,7 @@ def test_shapes_deterministic(tmp_path):
             assert fd[name] == fa[name]
     # generated.json records the generator and all its arguments, defaults included.
     stamp = json.loads(fa[STAMP_FILE])
-    assert stamp == describe("make_shapes", num_train=5, num_val=2, image_size=96, seed=3)
+    assert stamp == describe(make_shapes, num_train=5, num_val=2, image_size=96, seed=3)
     assert stamp["kwargs"]["max_objects"] == 6 and stamp["generator"] == "make_shapes"
     assert json.loads(fc[STAMP_FILE]) != stamp
     val = json.loads(fa["annotations/instances_val2017.json"])

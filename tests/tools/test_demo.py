@@ -63,7 +63,7 @@ def test_demo_other_tasks_tiny(tmp_path, monkeypatch, capsys, task, data_args, e
     run = tmp_path / "runs" / "demo" / task
     for name in outputs:
         assert any((run / "infer" / name).rglob("*.png")) or any((run / "infer" / name).rglob("*.jpg")), name
-    metric = demo.TASKS[task].metrics[0]
+    metric = demo.demo_tasks()[task].metrics[0]
     assert metric in out
     if task == "super_resolution":
         assert "(bicubic:" in out
@@ -71,7 +71,7 @@ def test_demo_other_tasks_tiny(tmp_path, monkeypatch, capsys, task, data_args, e
 
 def test_dataset_kept_when_unchanged_and_regenerated_otherwise(tmp_path):
     demo = _demo()
-    task = demo.TASKS["detection"]
+    task = demo.demo_tasks()["detection"]
     root = tmp_path / "shapes"
     kwargs = {"num_train": 2, "num_val": 1, "image_size": 64}
     assert demo.prepare_dataset(task, kwargs, root) is True
