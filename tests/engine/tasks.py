@@ -133,7 +133,7 @@ def task_config(task: str, data: Path) -> dict:
         return {
             "_base_": [
                 str(CONFIGS / "_base_" / "models" / "edsr_baseline.yaml"),
-                str(CONFIGS / "_base_" / "datasets" / "div2k_x2.yaml"),
+                str(CONFIGS / "_base_" / "datasets" / "div2k.yaml"),
             ],
             "model": {"body": {"num_blocks": 2, "channels": 8}},
             "data": {
