@@ -119,7 +119,9 @@ def test_registered_model(model_type):
     elif task == "segmentation":
         batch = _segmentation_batch(g)
     else:
-        batch = _sr_batch(g, int(cfg.model.get("scale", 2)))
+        scale = cfg.model.upsampler.scale  # the model's factor; the dataset's LR folder must agree
+        assert cfg.data.train.scale == cfg.data.val.scale == scale, f"{path.name}: data and model scales differ"
+        batch = _sr_batch(g, scale)
 
     model.train()
     losses = model(batch)
