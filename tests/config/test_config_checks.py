@@ -4,19 +4,17 @@ allowed), nested model typos, `_base_` values, and what `+key=value` may add."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from testkit import tiny
 
 from densenets.config import ConfigError, load_config
 from densenets.engine.config_check import check_config
 from densenets.tools import print_config, train
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import tiny  # noqa: E402
 
 DEMO = str(ROOT / "configs" / "demo" / "faster_rcnn_r18_fpn_shapes.yaml")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mm_reference import build_mmdet, photo, randomise_offsets, require, save_like_training
+from testkit.mm_reference import build_mmdet, photo, randomise_offsets, require, save_like_training
 
 from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mm_reference import build_mmseg, photo, require, save_like_training
+from testkit.mm_reference import build_mmseg, photo, require, save_like_training
 
 from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import tasks
 import torch
+from testkit import tasks
 
 from densenets.config import load_config
 from densenets.engine.launch import train

@@ -4,13 +4,13 @@ full checkpoint (`train.weights`, `--resume`) replaces them."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 import yaml
+from testkit import tiny  # noqa: F401  (registers TinyColors)
 
 from densenets.config import MODELS, build, load_config
 from densenets.engine.launch import build_trainer
@@ -20,10 +20,6 @@ from densenets.modeling.backbones.weights import (
     load_pretrained_weights,
     resolve_weights,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import tiny  # noqa: E402,F401  (registers TinyColors)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import tiny
 import torch
+from testkit import tiny
 
 from densenets.config import ConfigError
 from densenets.engine.checkpoint import (
@@ -29,12 +29,12 @@ from densenets.engine.launch import resolve_device
 from densenets.tools import train as train_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'engine'}"}
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
 
 # tools/train.py in a child process that sends itself SIGNAL before optimiser step AT.
 _SIGNALLER = """
 import os, signal, sys
-import tiny
+from testkit import tiny
 from densenets.engine import trainer as T
 at, sig = int(os.environ["AT"]), getattr(signal, os.environ["SIGNAL"])
 step = T.Trainer.run_step

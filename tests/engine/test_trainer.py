@@ -6,9 +6,9 @@ import json
 import socket
 
 import pytest
-import tiny
 import torch
 import torch.multiprocessing as mp
+from testkit import tiny
 
 from densenets.config import load_config
 from densenets.engine.checkpoint import load_checkpoint

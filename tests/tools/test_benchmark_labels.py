@@ -2,14 +2,10 @@
 detectron2 and mmdet users read as "FLOPs"."""
 
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import tiny  # noqa: E402  (registers the tiny model, dataset and evaluator)
+from testkit import tiny  # registers the tiny model, dataset and evaluator
 
-from densenets.tools import benchmark  # noqa: E402
+from densenets.tools import benchmark
 
 
 def test_flops_are_labelled_and_macs_reported(tmp_path, capsys):

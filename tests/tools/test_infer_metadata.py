@@ -10,21 +10,22 @@ import io
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from testkit import (
+    infer_models,  # noqa: F401  (registers InferTinyUpscaler)
+    tiny,
+)
 from torch import nn
 
 from densenets.config import MODELS
 from densenets.data.synthetic import make_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import tiny  # noqa: E402  (the tiny registered task)
 
 infer = importlib.import_module("densenets.tools.infer")
 eval_tool = importlib.import_module("densenets.tools.eval")
@@ -231,8 +232,6 @@ def test_super_resolution_never_warns_about_class_names(tmp_path, caplog, capsys
         "data": {"num_workers": 0, "val": {"type": "NoSuchDataset"}},
         "infer": {"input_key": "lr"},
     }
-    sys.path.insert(0, str(ROOT / "tests" / "tools"))
-    importlib.import_module("test_infer")  # registers InferTinyUpscaler
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     write_image(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
     with caplog.at_level(logging.INFO):

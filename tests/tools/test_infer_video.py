@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "tools"))
-importlib.import_module("test_infer")  # registers InferTinyDetector, InferTinySegmenter
+from testkit import infer_models  # noqa: F401  (registers InferTinyDetector, InferTinySegmenter)
 
 infer = importlib.import_module("densenets.tools.infer")
 

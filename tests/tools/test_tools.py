@@ -5,14 +5,9 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import tiny  # noqa: E402  (registers the tiny model, dataset and evaluator)
+from testkit import tiny  # registers the tiny model, dataset and evaluator
 
 
 def _load_tool(name: str):
@@ -26,7 +21,10 @@ plot_tool, bench_tool = _load_tool("plot_metrics"), _load_tool("benchmark")
 def test_train_resume_eval_plot(tmp_path, capsys):
     cfg = str(tiny.write_config(tmp_path / "exp.yaml", max_iter=6, checkpoint_period=3, keep_checkpoints=0))
     run = tmp_path / "run"
-    assert train_tool.main(["--config", cfg, "--output", str(run), "--device", "cpu", "train.optimizer.lr=0.2"]) == 0
+    assert (
+        train_tool.main(["--config", cfg, "--output", str(run), "--device", "cpu", "train.optimizer.lr=0.2"])
+        == 0
+    )
     assert "done: 6 iterations" in capsys.readouterr().out
     assert (run / "config.yaml").read_text().count("lr: 0.2") == 1  # overrides reach the saved config
 
@@ -41,7 +39,12 @@ def test_train_resume_eval_plot(tmp_path, capsys):
     assert train_tool.main(["--config", cfg, "--output", str(run), "--resume", "train.optimizer.lr=0.2"]) == 0
     assert "done: 6 iterations" in capsys.readouterr().out
 
-    assert eval_tool.main(["--config", cfg, "--weights", str(run / "last.pth"), "--output", str(tmp_path / "ev")]) == 0
+    assert (
+        eval_tool.main(
+            ["--config", cfg, "--weights", str(run / "last.pth"), "--output", str(tmp_path / "ev")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     metrics = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert metrics["seg/images"] == 8 and f"{metrics['seg/acc']:.4f}" in out
@@ -58,8 +61,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert "--resume: no last.pth" in capsys.readouterr().err
     assert eval_tool.main(["--config", cfg, "--weights", str(tmp_path / "nope.pth")]) == 2
     assert "nope.pth: checkpoint not found" in capsys.readouterr().err
-    torch.save({"model": {"conv1.weight": torch.zeros(8, 3, 1, 1), "extra.w": torch.zeros(1)}}, tmp_path / "bad.pth")
-    assert eval_tool.main(["--config", cfg, "--weights", str(tmp_path / "bad.pth"), "--output", str(tmp_path / "e")]) == 2
+    torch.save(
+        {"model": {"conv1.weight": torch.zeros(8, 3, 1, 1), "extra.w": torch.zeros(1)}}, tmp_path / "bad.pth"
+    )
+    assert (
+        eval_tool.main(
+            ["--config", cfg, "--weights", str(tmp_path / "bad.pth"), "--output", str(tmp_path / "e")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing: conv2.weight" in err and "unexpected: extra.w" in err
 
@@ -67,7 +77,21 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_benchmark_prints_a_table(tmp_path, capsys):
     cfg = str(tiny.write_config(tmp_path / "exp.yaml"))
     out = tmp_path / "bench.json"
-    args = ["--config", cfg, "--size", "16", "24", "--batch", "2", "--warmup", "1", "--repeats", "3", "--json", str(out)]
+    args = [
+        "--config",
+        cfg,
+        "--size",
+        "16",
+        "24",
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "3",
+        "--json",
+        str(out),
+    ]
     assert bench_tool.main(args) == 0
     text = capsys.readouterr().out
     assert "| inference | 2 |" in text and "| train step | 2 |" in text

@@ -7,7 +7,6 @@ one of the 100 detections is compared), and, with the same random seed, the same
 """
 
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from densenets.config import MODELS, build, load_config
 from densenets.engine.convert import convert
 
 CONFIG = Path(__file__).parents[3] / "configs/detection/faster_rcnn_r50_fpn_torchvision.yaml"
-sys.path.insert(0, str(Path(__file__).parents[2] / "engine"))  # test_convert_resnet's caffe2 helpers
 
 
 def _randomise_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -174,7 +172,7 @@ def test_detectron2_recipe_backbone_computes_what_detectron2_computes(tmp_path):
     the 1x1 convs, and every caffe2 norm as `F.batch_norm(x, 0, 1, s, b, eps=1e-5)` (the
     running_var = 1 that detectron2/layers/batch_norm.py fills in when loading such files).
     """
-    from test_convert_resnet import EPS, detectron2_network, msra_blobs
+    from testkit.caffe2_resnet import EPS, detectron2_network, msra_blobs
 
     g = torch.Generator().manual_seed(0)
     tv = _stride_in_1x1(resnet50())
