@@ -72,6 +72,9 @@ def test_config_loads_checks_and_builds(path):
     _check_model(cfg, model, "meta")
     for key, node in _transform_nodes(cfg):
         assert callable(build(node, TRANSFORMS)), key
+    if "upsampler" in cfg.model:  # super-resolution: the LR folders hold the model's factor
+        scales = {f"data.{k}.scale": cfg.data[k].get("scale") for k in ("train", "val") if k in cfg.data}
+        assert set(scales.values()) == {model.scale}, (model.scale, scales)
 
 
 @pytest.mark.slow  # about 2 minutes on 2 cores
