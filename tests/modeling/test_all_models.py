@@ -14,7 +14,11 @@ import torch
 from densenets.config import MODELS, build, load_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
-TASK_OF_EVALUATOR = {"COCOEvaluator": "detection", "SemSegEvaluator": "segmentation", "SRMetrics": "super_resolution"}
+TASK_OF_EVALUATOR = {
+    "COCOEvaluator": "detection",
+    "SemSegEvaluator": "segmentation",
+    "SRMetrics": "super_resolution",
+}
 
 
 @functools.cache
@@ -46,12 +50,19 @@ def _detection_batch(g):
     batch = []
     for i, (h, w) in enumerate([(64, 80), (72, 64)]):
         image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
-        boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 40.0]]) if i == 0 else torch.zeros(0, 4)
+        boxes = (
+            torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 40.0]]) if i == 0 else torch.zeros(0, 4)
+        )
         labels = torch.tensor([0, 1]) if i == 0 else torch.zeros(0, dtype=torch.int64)
-        batch.append({
-            "image": image, "image_id": i, "file_name": f"{i}.png", "orig_size": (2 * h, 2 * w),
-            "instances": {"boxes": boxes, "labels": labels},
-        })
+        batch.append(
+            {
+                "image": image,
+                "image_id": i,
+                "file_name": f"{i}.png",
+                "orig_size": (2 * h, 2 * w),
+                "instances": {"boxes": boxes, "labels": labels},
+            }
+        )
     return batch
 
 
@@ -63,7 +74,15 @@ def _segmentation_batch(g):
         sem_seg[:8] = 255
         if i == 1:
             sem_seg[:] = 255  # nothing labelled
-        batch.append({"image": image, "sem_seg": sem_seg, "image_id": i, "file_name": f"{i}.png", "orig_size": (64, 64)})
+        batch.append(
+            {
+                "image": image,
+                "sem_seg": sem_seg,
+                "image_id": i,
+                "file_name": f"{i}.png",
+                "orig_size": (64, 64),
+            }
+        )
     return batch
 
 
@@ -72,7 +91,9 @@ def _sr_batch(g, scale):
         {
             "lr": torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=g),
             "hr": torch.randint(0, 256, (3, 12 * scale, 12 * scale), dtype=torch.uint8, generator=g),
-            "image_id": i, "file_name": f"{i}.png", "orig_size": (12 * scale, 12 * scale),
+            "image_id": i,
+            "file_name": f"{i}.png",
+            "orig_size": (12 * scale, 12 * scale),
         }
         for i in range(2)
     ]
@@ -85,7 +106,11 @@ def _check_predictions(task, batch, preds, model):
         if task == "detection":
             inst = pred["instances"]
             n = inst["boxes"].shape[0]
-            assert inst["boxes"].shape == (n, 4) and inst["scores"].shape == (n,) and inst["labels"].shape == (n,)
+            assert (
+                inst["boxes"].shape == (n, 4)
+                and inst["scores"].shape == (n,)
+                and inst["labels"].shape == (n,)
+            )
             assert inst["labels"].dtype == torch.int64
             boxes = inst["boxes"]
             assert torch.isfinite(boxes).all()
@@ -120,7 +145,9 @@ def test_registered_model(model_type):
         batch = _segmentation_batch(g)
     else:
         scale = cfg.model.upsampler.scale  # the model's factor; the dataset's LR folder must agree
-        assert cfg.data.train.scale == cfg.data.val.scale == scale, f"{path.name}: data and model scales differ"
+        assert cfg.data.train.scale == cfg.data.val.scale == scale, (
+            f"{path.name}: data and model scales differ"
+        )
         batch = _sr_batch(g, scale)
 
     model.train()

@@ -65,7 +65,9 @@ class TinySegmenter(nn.Module):
         dropout: dropout probability on the hidden features (exercises RNG state).
     """
 
-    def __init__(self, num_classes: int = 2, hidden: int = 8, nan_after: int | None = None, dropout: float = 0.0):
+    def __init__(
+        self, num_classes: int = 2, hidden: int = 8, nan_after: int | None = None, dropout: float = 0.0
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, hidden, 1)
         self.conv2 = nn.Conv2d(hidden, num_classes, 1)
@@ -81,7 +83,10 @@ class TinySegmenter(nn.Module):
         if not self.training:
             return [{"sem_seg": self._logits(item["image"]).softmax(0)} for item in batch]
         self.calls += 1
-        losses = [F.cross_entropy(self._logits(it["image"])[None], it["sem_seg"][None].to(self.conv1.weight.device)) for it in batch]
+        losses = [
+            F.cross_entropy(self._logits(it["image"])[None], it["sem_seg"][None].to(self.conv1.weight.device))
+            for it in batch
+        ]
         loss = torch.stack(losses).mean()
         if self.nan_after is not None and self.calls >= self.nan_after:
             loss = loss * float("nan")
@@ -160,8 +165,11 @@ def ddp_worker(rank: int, world_size: int, port: int, cfg_path: str, output_dir:
     from densenets.engine.launch import train
 
     os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     try:
