@@ -38,8 +38,8 @@ from torchvision.ops import FrozenBatchNorm2d
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine, proc_status_mib, write_section  # noqa: E402
 
+from densenets.checkpoint.convert import convert  # noqa: E402
 from densenets.config import MODELS, build, load_config  # noqa: E402
-from densenets.engine.convert import convert  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs/detection/faster_rcnn_r50_fpn_torchvision.yaml"
 SIZE = (800, 1067)

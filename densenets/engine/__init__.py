@@ -1,6 +1,5 @@
-"""Training, checkpoints, evaluation and inference."""
+"""Training, evaluation and inference (checkpoints: `densenets.checkpoint`)."""
 
-from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
 from .ema import ModelEMA
 from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
@@ -32,11 +31,6 @@ __all__ = [
     "init_distributed",
     "inference_on_dataset",
     "Predictor",
-    "Checkpointer",
-    "CheckpointError",
-    "load_checkpoint",
-    "load_model_weights",
-    "unwrap_model",
     "ModelEMA",
     "build_optimizer",
     "param_groups",

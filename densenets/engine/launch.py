@@ -21,12 +21,19 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
+from densenets.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    load_checkpoint,
+    load_model_weights,
+    load_pretrained_weights,
+    unwrap_model,
+)
 from densenets.config import DATASETS, EVALUATORS, MODELS, ConfigError, ConfigNode, build, dump_config
 from densenets.data.loader import build_test_loader, build_train_loader, seed_everything
 from densenets.utils import comm
 from densenets.utils.logging import setup_logger
 
-from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
 from .config_check import run_differences
 from .ema import ModelEMA
 from .evaluation import inference_on_dataset
@@ -135,9 +142,6 @@ def build_trainer(
 
     model = build(cfg.model, MODELS)
     if pretrained and not tcfg.weights:
-        # Imported here: modeling imports engine.convert, so engine cannot import it first.
-        from densenets.modeling.backbones.weights import load_pretrained_weights
-
         load_pretrained_weights(model)
     model = model.to(dev)
     if tcfg.weights:

@@ -20,9 +20,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from densenets.utils import comm
-
-from .checkpoint import (
+from densenets.checkpoint import (
     CheckpointError,
     NonFiniteError,
     get_rng_state,
@@ -31,6 +29,8 @@ from .checkpoint import (
     set_rng_state,
     unwrap_model,
 )
+from densenets.utils import comm
+
 from .ema import ModelEMA
 from .optim import WarmupLR, clip_gradients
 from .schema import ClipGradConfig

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch.distributed as dist  # after parsing: --help stays fast
 
+    from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
-    from densenets.engine.checkpoint import CheckpointError
     from densenets.engine.launch import evaluate
     from densenets.engine.predictor import resolve_weights
     from densenets.utils import comm

@@ -115,9 +115,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
     from densenets.data.video import is_video
-    from densenets.engine.checkpoint import CheckpointError
     from densenets.engine.infer_writer import Report, first_line, one_line
     from densenets.engine.predictor import Predictor, resolve_weights
 

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch.distributed as dist  # after parsing: --help stays fast
 
+    from densenets.checkpoint import CheckpointError, NonFiniteError
     from densenets.config import ConfigError, load_config
-    from densenets.engine.checkpoint import CheckpointError, NonFiniteError
     from densenets.engine.config_check import check_config
     from densenets.engine.launch import TrainingInterrupted, train
     from densenets.engine.run_dir import RunDirLockedError

@@ -12,14 +12,14 @@ import torch
 import torchvision
 import yaml
 
-from densenets.config import MODELS, build, load_config
-from densenets.engine.launch import build_trainer
-from densenets.modeling.backbones import ResNet
-from densenets.modeling.backbones.weights import (
+from densenets.checkpoint.weights import (
     WeightsUnavailableError,
     load_pretrained_weights,
     resolve_weights,
 )
+from densenets.config import MODELS, build, load_config
+from densenets.engine.launch import build_trainer
+from densenets.modeling.backbones import ResNet
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))

@@ -17,14 +17,14 @@ import pytest
 import tiny
 import torch
 
-from densenets.config import ConfigError
-from densenets.engine.checkpoint import (
+from densenets.checkpoint import (
     Checkpointer,
     CheckpointError,
     NonFiniteError,
     check_finite,
     load_checkpoint,
 )
+from densenets.config import ConfigError
 from densenets.engine.launch import resolve_device
 from densenets.tools import train as train_tool
 

@@ -10,8 +10,8 @@ import tiny
 import torch
 import torch.multiprocessing as mp
 
+from densenets.checkpoint import load_checkpoint
 from densenets.config import load_config
-from densenets.engine.checkpoint import load_checkpoint
 from densenets.engine.launch import build_trainer, train
 from densenets.engine.trainer import HookBase, NonFiniteLossError
 

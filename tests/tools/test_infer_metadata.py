@@ -154,8 +154,8 @@ def test_trainer_checkpoints_carry_class_names(tmp_path, capsys):
 
 
 def test_converted_coco_checkpoints_carry_the_80_names(tmp_path, capsys):
+    from densenets.checkpoint.convert import CONVERTERS
     from densenets.data.coco_names import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
-    from densenets.engine.convert import CONVERTERS
 
     assert len(COCO_CLASS_NAMES) == 80 and len(COCO_CATEGORY_IDS) == 80
     assert (
