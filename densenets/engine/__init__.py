@@ -1,8 +1,8 @@
 """Training, evaluation and inference (checkpoints: `densenets.checkpoint`)."""
 
 from .ema import ModelEMA
-from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .inference import inference_on_dataset
 from .launch import build_trainer, evaluate, init_distributed, train
 from .optim import WarmupLR, build_optimizer, param_groups
 from .predictor import Predictor

@@ -36,8 +36,8 @@ from densenets.utils.logging import setup_logger
 
 from .config_check import run_differences
 from .ema import ModelEMA
-from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .inference import inference_on_dataset
 from .optim import WarmupLR, build_optimizer
 from .run_dir import RunLock, prepare_run_dir
 from .schema import check_device, parse_section

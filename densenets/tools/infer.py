@@ -115,6 +115,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets import register_all
     from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
     from densenets.data.video import is_video
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report, interrupted = Report(), False
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, resolve_weights(args.weights, cfg), args.device)
         output = Path(args.output)

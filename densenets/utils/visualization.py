@@ -237,7 +237,7 @@ def _caption(img: np.ndarray, text: str, scale: float) -> None:
 
 def _y_psnr(image: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """PSNR on the Y channel with `shave` border pixels removed, as `SRMetrics` measures."""
-    from densenets.evaluation.sr import psnr, rgb_to_y
+    from densenets.utils.image_metrics import psnr, rgb_to_y
 
     ya, yb = (rgb_to_y(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)) for x in (image, hr))
     if shave:
