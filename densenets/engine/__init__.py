@@ -1,9 +1,10 @@
 """Training, evaluation and inference (checkpoints: `densenets.checkpoint`)."""
 
+from .device import init_distributed, resolve_device
 from .ema import ModelEMA
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .inference import inference_on_dataset
-from .launch import build_trainer, evaluate, init_distributed, train
+from .launch import build_trainer, evaluate, train
 from .optim import WarmupLR, build_optimizer, param_groups
 from .predictor import Predictor
 from .schema import (
@@ -29,6 +30,7 @@ __all__ = [
     "train",
     "evaluate",
     "init_distributed",
+    "resolve_device",
     "inference_on_dataset",
     "Predictor",
     "ModelEMA",

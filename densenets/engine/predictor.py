@@ -29,7 +29,7 @@ from densenets.config import (
     load_config,
 )
 
-from .launch import resolve_device
+from .device import resolve_device
 from .schema import parse_section
 
 __all__ = ["Predictor", "build_transforms", "build_visualizer", "resolve_weights"]

@@ -21,6 +21,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from densenets.checkpoint import (
+    Checkpointer,
     CheckpointError,
     NonFiniteError,
     get_rng_state,
@@ -86,6 +87,8 @@ class Trainer:
         clip_grad: gradient clipping, or None.
         ema: an EMA of the weights, or None.
         hooks: called in order.
+        checkpointer: where the run's checkpoints go (the hooks save through it; after
+            training, `checkpointer.last()` is the file to resume from), or None.
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class Trainer:
         clip_grad: ClipGradConfig | None = None,
         ema: ModelEMA | None = None,
         hooks: Sequence[HookBase] = (),
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.checkpointer = checkpointer
         self.loader_fn, self.max_iter, self.accumulate = loader_fn, max_iter, accumulate
         self.clip_grad, self.ema = clip_grad, ema
         self.device = next(unwrap_model(model).parameters()).device

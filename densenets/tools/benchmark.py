@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from densenets import register_all
     from densenets.config import ConfigError, load_config
     from densenets.engine.benchmark import benchmark
-    from densenets.engine.launch import resolve_device
+    from densenets.engine.device import resolve_device
     from densenets.engine.schema import parse_section
 
     try:
