@@ -16,7 +16,7 @@ import torch
 
 from densenets.config import VISUALIZERS
 
-__all__ = ["DetectionVisualizer", "SemSegVisualizer", "SRVisualizer", "color_palette", "place_labels"]
+__all__ = ["DetectionVisualizer", "SemSegVisualizer", "SRVisualizer", "color_palette", "colorize", "place_labels"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -26,6 +26,16 @@ def color_palette(n: int) -> np.ndarray:
     hues = (np.arange(n) * 0.618033988749895) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 230)], axis=1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
+
+
+def colorize(
+    label: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray, ignore_color: Sequence[int] = (0, 0, 0)
+) -> np.ndarray:
+    """np.ndarray[H, W] of class indices -> np.ndarray[H, W, 3] uint8 RGB, class c in
+    `palette[c]`; indices outside the palette (e.g. 255) get `ignore_color`."""
+    table = np.tile(np.asarray(ignore_color, dtype=np.uint8), (256, 1))
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
 
 
 def _numpy(x: Any) -> np.ndarray:
