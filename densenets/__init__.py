@@ -15,7 +15,18 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_SUBPACKAGES = ("config", "data", "engine", "evaluation", "layers", "modeling", "ops", "utils")
+_SUBPACKAGES = (
+    "checkpoint",
+    "config",
+    "data",
+    "engine",
+    "evaluation",
+    "export",
+    "layers",
+    "modeling",
+    "ops",
+    "utils",
+)
 
 
 def register_all() -> None:

@@ -8,6 +8,8 @@ sit on top. Every import counts, including those inside functions and relative o
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "densenets"
@@ -135,3 +137,28 @@ def test_checker_finds_an_upward_import(tmp_path):
         "densenets/config/config.py:1: config imports __init__ (densenets)",
         "densenets/data/sr.py:2: data imports modeling (densenets.modeling.EDSR)",
     ]
+
+
+def test_registration_point_is_explicit():
+    """`densenets.config` fills no registry by itself (it would import packages above it):
+    before `densenets.register_all()` an unknown type says how to register; after it,
+    every built-in component is there."""
+    code = (
+        "import sys\n"
+        "from densenets.config import MODELS, ConfigError, load_config\n"
+        "assert 'FasterRCNN' not in MODELS and 'densenets.modeling' not in sys.modules\n"
+        "try:\n"
+        "    MODELS.get('FasterRCNN', 'model.type')\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+        "import densenets\n"
+        "densenets.register_all()\n"
+        "assert 'FasterRCNN' in MODELS\n"
+        "print(MODELS.get('FasterRCNN').__module__)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stdout.strip().splitlines()
+    assert first.startswith("model.type: unknown model type 'FasterRCNN'")
+    assert first.endswith("densenets.register_all() registers the built-in ones)")
+    assert second == "densenets.modeling.detection.faster_rcnn"
