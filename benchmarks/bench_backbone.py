@@ -26,7 +26,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine, write_section  # noqa: E402
 
-from densenets.engine.convert.resnet import torchvision_fpn_to_densenets, torchvision_resnet_to_densenets  # noqa: E402
+from densenets.checkpoint.convert.resnet import torchvision_fpn_to_densenets, torchvision_resnet_to_densenets  # noqa: E402
 from densenets.modeling.backbones import ResNet  # noqa: E402
 from densenets.modeling.necks import FPN  # noqa: E402
 

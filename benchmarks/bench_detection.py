@@ -38,8 +38,9 @@ from torchvision.ops import FrozenBatchNorm2d
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine, proc_status_mib, write_section  # noqa: E402
 
+import densenets  # noqa: E402
+from densenets.checkpoint.convert import convert  # noqa: E402
 from densenets.config import MODELS, build, load_config  # noqa: E402
-from densenets.engine.convert import convert  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs/detection/faster_rcnn_r50_fpn_torchvision.yaml"
 SIZE = (800, 1067)
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    densenets.register_all()
     if args._memory:
         _memory_child(*args._memory, args.device)
         return 0

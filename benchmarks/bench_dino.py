@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import machine, write_section  # noqa: E402
 
+import densenets  # noqa: E402
 from densenets.config import MODELS, build, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1067], metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    densenets.register_all()
     device = torch.device(args.device)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

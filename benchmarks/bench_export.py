@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import machine, write_section  # noqa: E402
 
+import densenets  # noqa: E402
 from densenets.config import MODELS, build, load_config  # noqa: E402
 from densenets.export import example_image, export_onnx, wrap_model  # noqa: E402
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args()
+    densenets.register_all()
     rows = []
     for name in args.models:
         t = time_model(name, args.repeats, not args.no_compile)

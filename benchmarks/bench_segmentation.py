@@ -24,8 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine, write_section  # noqa: E402
 
+import densenets  # noqa: E402
+from densenets.checkpoint.convert import convert  # noqa: E402
 from densenets.config import MODELS, build, load_config  # noqa: E402
-from densenets.engine.convert import convert  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "segmentation" / "torchvision_deeplabv3_resnet50.yaml"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["1024x2048", "512x1024"], help="HxW")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    densenets.register_all()
 
     tv, ours = build_pair(args.device)
     rows = []

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import machine, proc_status_mib, write_section  # noqa: E402
 
+import densenets  # noqa: E402
 from densenets.config import MODELS, build  # noqa: E402
 from densenets.modeling.super_resolution import tiled_forward  # noqa: E402
 
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also EDSR (32 x 256) on the 2K image")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
+    densenets.register_all()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,8 +2,9 @@
 
 Subpackages load on first use (``densenets.modeling``, ``from densenets.ops import ...``),
 so ``import densenets`` and the tools' ``--help`` import neither torch nor the models.
-`register_all()` imports every package that registers components; `load_config` calls
-it before checking a config. Importing the models or ops first checks, once, that
+`register_all()` is the one registration point: it imports every package that registers
+components; the tools call it before loading a config, and so must a script that loads
+configs or builds from the registries without importing those packages itself. Importing the models or ops first checks, once, that
 torchvision's compiled ops load (`densenets._torchvision_check`: a mismatched
 torch/torchvision pair is one clear line).
 """
@@ -14,7 +15,18 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_SUBPACKAGES = ("config", "data", "engine", "evaluation", "layers", "modeling", "ops", "utils")
+_SUBPACKAGES = (
+    "checkpoint",
+    "config",
+    "data",
+    "engine",
+    "evaluation",
+    "export",
+    "layers",
+    "modeling",
+    "ops",
+    "utils",
+)
 
 
 def register_all() -> None:
@@ -22,6 +34,7 @@ def register_all() -> None:
     visualisers, so that the registries are complete."""
     for name in ("data", "evaluation", "modeling", "utils", "engine"):
         importlib.import_module(f"{__name__}.{name}")
+    importlib.import_module(f"{__name__}.config.registry").mark_all_registered()
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,12 @@ import os
 import pytest
 import torch
 
+import densenets
+
 
 def pytest_configure(config):
+    # The one registration point, as the tools call it: every built-in component is registered.
+    densenets.register_all()
     # Under pytest-xdist each worker gets one thread so two workers share two cores.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)

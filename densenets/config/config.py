@@ -300,10 +300,10 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate
 
     Returns:
         The merged config as a ConfigNode.
-    """
-    import densenets
 
-    densenets.register_all()  # fills the registries (overrides and validation read them)
+    Validation reads the registries: call `densenets.register_all()` once first (the tools
+    do), or import the packages whose components the config names.
+    """
     data = _load_file(find_config(path), [])
     import_custom_modules(data)
     apply_overrides(data, overrides)

@@ -73,11 +73,11 @@ class Registry(Mapping[str, Callable]):
         return _add if obj is None else _add(obj)
 
     def get(self, name: str, path: str = "type") -> Callable:  # type: ignore[override]
-        _register_all()
         if name not in self._entries:
+            hint = "" if _all_registered else "; densenets.register_all() registers the built-in ones"
             raise ConfigError(
                 f"{path}: unknown {self.name} type {name!r}{_did_you_mean(name, self._entries)} "
-                f"(registered: {', '.join(sorted(self._entries)) or 'none'})"
+                f"(registered: {', '.join(sorted(self._entries)) or 'none'}{hint})"
             )
         return self._entries[name]
 
@@ -85,38 +85,29 @@ class Registry(Mapping[str, Callable]):
         return self.get(name)
 
     def __iter__(self) -> Iterator[str]:
-        _register_all()
         return iter(sorted(self._entries))
 
     def __len__(self) -> int:
-        _register_all()
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        _register_all()
         return name in self._entries
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {sorted(self._entries)})"
 
 
-_filled = False
+# Components register when the module defining them is imported. `densenets.register_all()`
+# (the one registration point, called by the tools before loading a config) imports every
+# package that registers and then calls `mark_all_registered`; this package imports none
+# of them, as it sits below them all.
+_all_registered = False
 
 
-def _register_all() -> None:
-    """Import the packages that register components, once, on a registry's first query
-    (`import densenets` itself loads nothing)."""
-    global _filled
-    if _filled:
-        return
-    _filled = True  # set first: the imports below register, and may query, entries
-    try:
-        import densenets
-
-        densenets.register_all()
-    except BaseException:
-        _filled = False
-        raise
+def mark_all_registered() -> None:
+    """Record that every built-in component is registered (called by `densenets.register_all`)."""
+    global _all_registered
+    _all_registered = True
 
 
 MODELS = Registry("model")

@@ -32,7 +32,6 @@ __all__ = [
     "Cityscapes",
     "label_id_to_train_id",
     "train_id_to_label_id",
-    "colorize",
 ]
 
 IGNORE_INDEX = 255
@@ -77,14 +76,6 @@ def train_id_to_label_id(train_ids: np.ndarray) -> np.ndarray:
     return _TO_LABEL[np.asarray(train_ids).astype(np.uint8)]
 
 
-def colorize(label: np.ndarray, palette=CITYSCAPES_PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
-    """np.ndarray[H, W] of class indices -> np.ndarray[H, W, 3] uint8 RGB; indices
-    outside the palette (e.g. 255) get `ignore_color`."""
-    table = np.tile(np.asarray(ignore_color, dtype=np.uint8), (256, 1))
-    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
-
-
 @DATASETS.register()
 class Cityscapes(Dataset):
     """Cityscapes fine annotations for semantic segmentation.
@@ -105,9 +96,11 @@ class Cityscapes(Dataset):
         with_labels: read the ground truth (the test split's is empty; set false there).
     """
 
+    # Metadata the evaluator and visualisers read from the dataset.
     class_names = list(CITYSCAPES_CLASSES)
     palette = CITYSCAPES_PALETTE
     ignore_index = IGNORE_INDEX
+    train_id_to_label_id = staticmethod(train_id_to_label_id)  # for the test server's files
 
     def __init__(
         self,

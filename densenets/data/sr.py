@@ -31,7 +31,10 @@ from densenets.config import DATASETS, TRANSFORMS, build
 from .imresize import imresize
 from .io import IMAGE_EXTENSIONS, read_image
 
-__all__ = ["SRPairs", "DIV2K", "SRBenchmark", "SRImageFolder", "build_transforms"]
+__all__ = ["SRPairs", "DIV2K", "DIV2K_RGB_MEAN", "SRBenchmark", "SRImageFolder", "build_transforms"]
+
+# Mean RGB of DIV2K's training images in 0..255, the EDSR checkpoints' mean shift.
+DIV2K_RGB_MEAN = (0.4488 * 255, 0.4371 * 255, 0.4040 * 255)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -1,10 +1,10 @@
-"""Training, checkpoints, evaluation and inference."""
+"""Training, evaluation and inference (checkpoints: `densenets.checkpoint`)."""
 
-from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
+from .device import init_distributed, resolve_device
 from .ema import ModelEMA
-from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
-from .launch import build_trainer, evaluate, init_distributed, train
+from .inference import inference_on_dataset
+from .launch import build_trainer, evaluate, train
 from .optim import WarmupLR, build_optimizer, param_groups
 from .predictor import Predictor
 from .schema import (
@@ -30,13 +30,9 @@ __all__ = [
     "train",
     "evaluate",
     "init_distributed",
+    "resolve_device",
     "inference_on_dataset",
     "Predictor",
-    "Checkpointer",
-    "CheckpointError",
-    "load_checkpoint",
-    "load_model_weights",
-    "unwrap_model",
     "ModelEMA",
     "build_optimizer",
     "param_groups",

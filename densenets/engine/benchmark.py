@@ -20,7 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from densenets.config import MODELS, build
 
-from .launch import get_class_names, resolve_device
+from .device import resolve_device
+from .launch import get_class_names
 from .optim import build_optimizer
 from .schema import parse_section
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from densenets.checkpoint import Checkpointer
 from densenets.utils import comm
 
-from .checkpoint import Checkpointer
 from .events import JSONWriter, TensorboardWriter, plot_metrics
 from .trainer import HookBase
 

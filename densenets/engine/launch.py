@@ -17,79 +17,41 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import yaml
 from torch import nn
 
+from densenets.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    load_checkpoint,
+    load_model_weights,
+    load_pretrained_weights,
+    unwrap_model,
+)
 from densenets.config import DATASETS, EVALUATORS, MODELS, ConfigError, ConfigNode, build, dump_config
 from densenets.data.loader import build_test_loader, build_train_loader, seed_everything
 from densenets.utils import comm
 from densenets.utils.logging import setup_logger
 
-from .checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_model_weights, unwrap_model
 from .config_check import run_differences
+from .device import config_device, init_distributed
 from .ema import ModelEMA
-from .evaluation import inference_on_dataset
 from .hooks import CheckpointHook, EvalHook, LoggingHook
+from .inference import inference_on_dataset
 from .optim import WarmupLR, build_optimizer
 from .run_dir import RunLock, prepare_run_dir
-from .schema import check_device, parse_section
+from .schema import parse_section
 from .trainer import Trainer
 
 __all__ = [
-    "init_distributed",
     "build_trainer",
     "train",
     "evaluate",
     "get_class_names",
-    "resolve_device",
     "TrainingInterrupted",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` -> CUDA when available; `cuda` -> this process's GPU (LOCAL_RANK);
-    `cuda:N` -> GPU N; `mps` -> Apple's GPU; `cpu`.
-
-    Raises:
-        ConfigError: a malformed name, or a device this machine does not have.
-    """
-    check_device(device, "device")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)"
-            )
-        if device == "cuda":
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-        index, count = int(device.split(":")[1]), torch.cuda.device_count()
-        if index >= count:
-            raise ConfigError(
-                f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
-            )
-    if device == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError("device 'mps': not available (torch.backends.mps.is_available() is False)")
-    return torch.device(device)
-
-
-def init_distributed(device: str = "auto") -> torch.device:
-    """Join the process group torchrun describes (if any) and return this process's device."""
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not comm.is_dist():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(
-            backend=backend, init_method="env://", device_id=dev if dev.type == "cuda" else None
-        )
-    return dev
 
 
 def get_class_names(cfg: ConfigNode, dataset: Any = None) -> list[str] | None:
@@ -135,9 +97,6 @@ def build_trainer(
 
     model = build(cfg.model, MODELS)
     if pretrained and not tcfg.weights:
-        # Imported here: modeling imports engine.convert, so engine cannot import it first.
-        from densenets.modeling.backbones.weights import load_pretrained_weights
-
         load_pretrained_weights(model)
     model = model.to(dev)
     if tcfg.weights:
@@ -195,8 +154,8 @@ def build_trainer(
         clip_grad=tcfg.clip_grad,
         ema=ema,
         hooks=hooks,
+        checkpointer=checkpointer,
     )
-    trainer.checkpointer = checkpointer
     logger.info(
         "training %s for %d iterations on %d process(es), %s, batch %d",
         type(model).__name__,
@@ -328,7 +287,8 @@ def train(
         with _stop_on_signals(trainer):
             trainer.train()
         if trainer.stopped_by is not None:
-            raise TrainingInterrupted(trainer.stopped_by, trainer.iter, trainer.checkpointer.last())
+            last = trainer.checkpointer.last() if trainer.checkpointer is not None else None
+            raise TrainingInterrupted(trainer.stopped_by, trainer.iter, last)
     finally:
         lock.release()
     return trainer
@@ -342,8 +302,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Evaluate `weights` (EMA weights when the checkpoint holds them) on `data.val`."""
     dcfg = parse_section("data", cfg.get("data"))
-    tcfg = parse_section("train", {**(cfg.get("train") or {}), "max_iter": 1, "epochs": None})
-    dev = init_distributed(device or tcfg.device)
+    dev = init_distributed(device or config_device(cfg))
     output_dir = Path(output_dir)
     setup_logger(output_dir, comm.get_rank())
     model = build(cfg.model, MODELS).to(dev)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from densenets.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from densenets.config import (
     DATASETS,
     MODELS,
@@ -28,8 +29,7 @@ from densenets.config import (
     load_config,
 )
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from .launch import resolve_device
+from .device import resolve_device
 from .schema import parse_section
 
 __all__ = ["Predictor", "build_transforms", "build_visualizer", "resolve_weights"]

@@ -18,9 +18,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from densenets.checkpoint import remove_temporary_files
 from densenets.config import ConfigError
-
-from .checkpoint import remove_temporary_files
 
 __all__ = ["RunLock", "RunDirLockedError", "prepare_run_dir", "run_files"]
 

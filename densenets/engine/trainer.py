@@ -20,9 +20,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from densenets.utils import comm
-
-from .checkpoint import (
+from densenets.checkpoint import (
+    Checkpointer,
     CheckpointError,
     NonFiniteError,
     get_rng_state,
@@ -31,6 +30,8 @@ from .checkpoint import (
     set_rng_state,
     unwrap_model,
 )
+from densenets.utils import comm
+
 from .ema import ModelEMA
 from .optim import WarmupLR, clip_gradients
 from .schema import ClipGradConfig
@@ -86,6 +87,8 @@ class Trainer:
         clip_grad: gradient clipping, or None.
         ema: an EMA of the weights, or None.
         hooks: called in order.
+        checkpointer: where the run's checkpoints go (the hooks save through it; after
+            training, `checkpointer.last()` is the file to resume from), or None.
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class Trainer:
         clip_grad: ClipGradConfig | None = None,
         ema: ModelEMA | None = None,
         hooks: Sequence[HookBase] = (),
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.checkpointer = checkpointer
         self.loader_fn, self.max_iter, self.accumulate = loader_fn, max_iter, accumulate
         self.clip_grad, self.ema = clip_grad, ema
         self.device = next(unwrap_model(model).parameters()).device

@@ -1,6 +1,6 @@
 """Semantic segmentation metrics from a confusion matrix: mIoU, per-class IoU and
-accuracy, pixel accuracy; optional prediction files (train ids, label ids for the
-Cityscapes test server, colour visualisations).
+accuracy, pixel accuracy; optional prediction files (train ids, the dataset's label ids,
+e.g. for the Cityscapes test server, colour visualisations).
 
 With K classes the confusion matrix M is K x K, M[g, p] = pixels of ground-truth class g
 predicted as p (pixels labelled `ignore_index` are left out). Per class c:
@@ -23,6 +23,7 @@ import torch
 from densenets.config import EVALUATORS
 from densenets.data.io import write_image
 from densenets.utils import comm
+from densenets.utils.visualization import color_palette, colorize
 
 from .base import DatasetEvaluator
 
@@ -78,16 +79,24 @@ class SemSegEvaluator(DatasetEvaluator):
     `evaluate()` returns percentages keyed `sem_seg/mIoU`, `sem_seg/mAcc`, `sem_seg/pAcc`,
     `sem_seg/IoU-<class>`, `sem_seg/Acc-<class>` and logs a per-class table.
 
+    The dataset describes its labels; the evaluator assumes no dataset of its own. It reads
+    `class_names`, `ignore_index`, `palette` (RGB per class) and
+    `train_id_to_label_id(np.ndarray[H, W]) -> np.ndarray[H, W]` (class indices -> the
+    dataset's label ids, e.g. `Cityscapes`) from it; the arguments override them.
+
     Args:
-        dataset: the evaluated dataset; gives `class_names` and, for `label_ids`
-            output, `train_id_to_label_id`-style metadata via `label_mapper`.
+        dataset: the evaluated dataset, the source of the label metadata above.
         output_dir: where prediction files go (`<output_dir>/<kind>/<image_id>.png`).
         class_names: overrides the dataset's.
-        ignore_index: ground-truth label left out of the metrics.
+        ignore_index: ground-truth label left out of the metrics (default: the
+            dataset's `ignore_index`, else 255).
         outputs: which files to write: `train_ids` (uint8 class indices), `label_ids`
-            (Cityscapes label ids, the test server's format), `color` (palette image).
-        label_mapper: train ids -> label ids for `label_ids` (default: the Cityscapes table).
-        palette: RGB per class for `color` (default: the dataset's, else Cityscapes').
+            (the dataset's label ids, e.g. the Cityscapes test server's format; needs a
+            `label_mapper`), `color` (palette image).
+        label_mapper: class indices -> label ids for `label_ids` (default: the dataset's
+            `train_id_to_label_id`).
+        palette: RGB per class for `color` (default: the dataset's, else
+            `densenets.utils.visualization.color_palette`).
     """
 
     def __init__(
@@ -95,13 +104,11 @@ class SemSegEvaluator(DatasetEvaluator):
         dataset: Any = None,
         output_dir: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int | None = None,
         outputs: Sequence[str] = (),
         label_mapper: Callable[[np.ndarray], np.ndarray] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
-        from densenets.data.cityscapes import CITYSCAPES_PALETTE, train_id_to_label_id
-
         names = class_names if class_names is not None else getattr(dataset, "class_names", None)
         if not names:
             raise ValueError("SemSegEvaluator: no class_names (give them, or a dataset that has them)")
@@ -112,11 +119,16 @@ class SemSegEvaluator(DatasetEvaluator):
             raise ValueError(f"outputs: {list(outputs)} needs an output_dir")
         self.class_names = list(names)
         self.num_classes = len(self.class_names)
-        self.ignore_index = ignore_index
+        self.ignore_index = ignore_index if ignore_index is not None else getattr(dataset, "ignore_index", 255)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.outputs = tuple(outputs)
-        self.label_mapper = label_mapper or train_id_to_label_id
-        self.palette = palette or getattr(dataset, "palette", None) or CITYSCAPES_PALETTE
+        self.label_mapper = label_mapper or getattr(dataset, "train_id_to_label_id", None)
+        if "label_ids" in self.outputs and self.label_mapper is None:
+            raise ValueError(
+                "outputs: label_ids needs a label_mapper (or a dataset with train_id_to_label_id)"
+            )
+        palette = palette if palette is not None else getattr(dataset, "palette", None)
+        self.palette = palette if palette is not None else color_palette(self.num_classes)
         self.reset()
 
     def reset(self) -> None:
@@ -142,8 +154,6 @@ class SemSegEvaluator(DatasetEvaluator):
                 self._write(item, label.to(torch.uint8).cpu().numpy())
 
     def _write(self, item: dict[str, Any], label: np.ndarray) -> None:
-        from densenets.data.cityscapes import colorize
-
         name = f"{item['image_id'] if 'image_id' in item else Path(item['file_name']).stem}.png"
         for kind in self.outputs:
             if kind == "train_ids":

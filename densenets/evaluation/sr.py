@@ -1,4 +1,4 @@
-"""Super-resolution metrics: PSNR and SSIM on the luma (Y) channel with a shaved border,
+"""Super-resolution evaluation (`SRMetrics`): PSNR and SSIM on the luma (Y) channel with a shaved border,
 the protocol of the SR literature since SRCNN (Dong et al., 2014) and of EDSR.
 
 * Y: ITU-R BT.601 studio-range luma of RGB in 0..255,
@@ -12,69 +12,27 @@ the protocol of the SR literature since SRCNN (Dong et al., 2014) and of EDSR.
   L = 255, population statistics, averaged over positions where the window fits.
   Equal to ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
   sigma=1.5, use_sample_covariance=False, data_range=255)``.
+
+The image functions (`rgb_to_y`, `psnr`, `ssim`) are in `densenets.utils.image_metrics`,
+where the SR visualiser also finds them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from densenets.config import EVALUATORS
 from densenets.utils import comm
+from densenets.utils.image_metrics import psnr, rgb_to_y, ssim
 
 from .base import DatasetEvaluator
 
-__all__ = ["SRMetrics", "rgb_to_y", "psnr", "ssim"]
-
-_Y_WEIGHTS = (65.481 / 255, 128.553 / 255, 24.966 / 255)
-
-
-def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma: Tensor[..., 3, H, W] RGB 0..255 -> float64 Tensor[..., H, W] in 16..235."""
-    img = img.to(torch.float64)
-    w = img.new_tensor(_Y_WEIGHTS)
-    return 16.0 + (img * w[:, None, None]).sum(dim=-3)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0) -> float:
-    """PSNR in dB of two same-shape arrays (inf when equal)."""
-    mse = torch.mean((a.to(torch.float64) - b.to(torch.float64)) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
-
-
-def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0) -> float:
-    """Mean SSIM of two single-channel images Tensor[H, W] (both sides >= 11)."""
-    if min(a.shape[-2:]) < 11:
-        raise ValueError(f"ssim: images must be at least 11x11, got {tuple(a.shape)}")
-    g = _gaussian_window().to(a.device)
-    x = torch.stack([a, b]).to(torch.float64)[:, None]  # (2, 1, H, W)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:  # separable 'valid' Gaussian filter
-        t = F.conv2d(t, g.view(1, 1, -1, 1))
-        return F.conv2d(t, g.view(1, 1, 1, -1))
-
-    mu = blur(x)
-    mu_a, mu_b = mu[0, 0], mu[1, 0]
-    var_a = blur(x[0:1] ** 2)[0, 0] - mu_a**2
-    var_b = blur(x[1:2] ** 2)[0, 0] - mu_b**2
-    cov = blur(x[0:1] * x[1:2])[0, 0] - mu_a * mu_b
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return (num / den).mean().item()
-
+__all__ = ["SRMetrics"]
 
 @EVALUATORS.register()
 class SRMetrics(DatasetEvaluator):

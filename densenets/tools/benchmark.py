@@ -60,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch  # after parsing: --help stays fast
 
+    from densenets import register_all
     from densenets.config import ConfigError, load_config
     from densenets.engine.benchmark import benchmark
-    from densenets.engine.launch import resolve_device
+    from densenets.engine.device import resolve_device
     from densenets.engine.schema import parse_section
 
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         infer = parse_section("infer", cfg.get("infer"))
         dev = resolve_device(args.device)

@@ -5,7 +5,7 @@
     tools/convert_checkpoint.py --from detectron2 R-50.pkl r50_msra.pth
     tools/convert_checkpoint.py --list
 
-NAME is a converter registered in `densenets.engine.convert.CONVERTERS`. ``.pkl`` inputs
+NAME is a converter registered in `densenets.checkpoint.convert.CONVERTERS`. ``.pkl`` inputs
 are read with the restricted unpickler (numpy arrays and containers only), anything else
 with ``torch.load(weights_only=True)``. OUT holds ``{"model": state_dict}``, which
 ``weights:`` in a backbone config and the trainer's checkpoint loader both accept; a
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch  # after parsing: --help stays fast
 
-    from densenets.engine.checkpoint import save_atomic
-    from densenets.engine.convert import CONVERTERS
-    from densenets.modeling.backbones.weights import read_checkpoint
+    from densenets.checkpoint import save_atomic
+    from densenets.checkpoint.convert import CONVERTERS
+    from densenets.checkpoint.weights import read_checkpoint
 
     if args.list:
         print("\n".join(sorted(CONVERTERS)))

@@ -250,6 +250,9 @@ def _generator_kwargs(task_name: str, args: argparse.Namespace) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets import register_all
+
+    register_all()
     task = demo_tasks()[args.task]
     config = str(bundled_config(task.config))  # the checkout's configs/, or the installed package's
     output = Path(args.output or Path("runs") / "demo" / args.task)

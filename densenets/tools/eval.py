@@ -29,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch.distributed as dist  # after parsing: --help stays fast
 
+    from densenets import register_all
+    from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
-    from densenets.engine.checkpoint import CheckpointError
     from densenets.engine.launch import evaluate
     from densenets.engine.predictor import resolve_weights
     from densenets.utils import comm
 
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         output = Path(args.output or Path("runs") / Path(args.config).stem / "eval")
         results = evaluate(cfg, resolve_weights(args.weights, cfg), output, device=args.device)

@@ -47,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from densenets import register_all
+    from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
-    from densenets.engine.checkpoint import CheckpointError
     from densenets.engine.predictor import Predictor, resolve_weights
     from densenets.export import DEFAULT_OPSET, example_image, export_onnx, export_program, wrap_model
     from densenets.export.check import CheckError, compare, photo
     from densenets.export.runtime import ExportedModel
 
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, resolve_weights(args.weights, cfg), "cpu")
         wrapper = wrap_model(predictor.model)

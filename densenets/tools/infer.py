@@ -115,14 +115,16 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from densenets import register_all
+    from densenets.checkpoint import CheckpointError
     from densenets.config import ConfigError, load_config
     from densenets.data.video import is_video
-    from densenets.engine.checkpoint import CheckpointError
     from densenets.engine.infer_writer import Report, first_line, one_line
     from densenets.engine.predictor import Predictor, resolve_weights
 
     report, interrupted = Report(), False
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         predictor = Predictor(cfg, resolve_weights(args.weights, cfg), args.device)
         output = Path(args.output)

@@ -18,10 +18,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import yaml
 
+    from densenets import register_all
     from densenets.config import ConfigError, load_config
     from densenets.engine.config_check import check_config
 
     try:
+        register_all()
         cfg = load_config(args.config, args.overrides)
         check_config(cfg)
     except ConfigError as e:

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch.distributed as dist  # after parsing: --help stays fast
 
+    from densenets import register_all
+    from densenets.checkpoint import CheckpointError, NonFiniteError
     from densenets.config import ConfigError, load_config
-    from densenets.engine.checkpoint import CheckpointError, NonFiniteError
     from densenets.engine.config_check import check_config
     from densenets.engine.launch import TrainingInterrupted, train
     from densenets.engine.run_dir import RunDirLockedError
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.finetune and args.resume:
             raise ConfigError("--finetune starts a new run and --resume continues one: choose one")
         overrides = list(args.overrides) + ([f"train.weights={args.finetune}"] if args.finetune else [])
+        register_all()
         cfg = load_config(args.config, overrides)
         check_config(cfg)
         trainer = train(cfg, output, device=args.device, resume=args.resume, overwrite=args.overwrite)

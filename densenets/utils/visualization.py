@@ -16,7 +16,7 @@ import torch
 
 from densenets.config import VISUALIZERS
 
-__all__ = ["DetectionVisualizer", "SemSegVisualizer", "SRVisualizer", "color_palette", "place_labels"]
+__all__ = ["DetectionVisualizer", "SemSegVisualizer", "SRVisualizer", "color_palette", "colorize", "place_labels"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -26,6 +26,16 @@ def color_palette(n: int) -> np.ndarray:
     hues = (np.arange(n) * 0.618033988749895) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 230)], axis=1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
+
+
+def colorize(
+    label: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray, ignore_color: Sequence[int] = (0, 0, 0)
+) -> np.ndarray:
+    """np.ndarray[H, W] of class indices -> np.ndarray[H, W, 3] uint8 RGB, class c in
+    `palette[c]`; indices outside the palette (e.g. 255) get `ignore_color`."""
+    table = np.tile(np.asarray(ignore_color, dtype=np.uint8), (256, 1))
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -237,7 +247,7 @@ def _caption(img: np.ndarray, text: str, scale: float) -> None:
 
 def _y_psnr(image: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """PSNR on the Y channel with `shave` border pixels removed, as `SRMetrics` measures."""
-    from densenets.evaluation.sr import psnr, rgb_to_y
+    from densenets.utils.image_metrics import psnr, rgb_to_y
 
     ya, yb = (rgb_to_y(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)) for x in (image, hr))
     if shave:

@@ -11,9 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from densenets.config import ConfigError, load_config
-from densenets.engine import parse_section
-from densenets.engine.checkpoint import (
+from densenets.checkpoint import (
     Checkpointer,
     CheckpointError,
     get_rng_state,
@@ -22,6 +20,8 @@ from densenets.engine.checkpoint import (
     set_rng_state,
     unwrap_model,
 )
+from densenets.config import ConfigError, load_config
+from densenets.engine import parse_section
 from densenets.engine.ema import ModelEMA
 
 

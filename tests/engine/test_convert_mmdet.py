@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from testkit.mm_reference import build_mmdet, photo, randomise_offsets, require, save_like_training
 
+from densenets.checkpoint.convert import convert
 from densenets.config import MODELS, build, load_config
-from densenets.engine.convert import convert
 from densenets.tools.convert_checkpoint import main as convert_main
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "detection"

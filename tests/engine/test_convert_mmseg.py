@@ -9,8 +9,8 @@ import pytest
 import torch
 from testkit.mm_reference import build_mmseg, photo, require, save_like_training
 
+from densenets.checkpoint.convert import convert
 from densenets.config import MODELS, build, load_config
-from densenets.engine.convert import convert
 from densenets.tools.convert_checkpoint import main as convert_main
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "segmentation"

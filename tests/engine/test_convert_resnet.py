@@ -14,9 +14,9 @@ import torchvision
 from skimage import data
 from testkit.caffe2_resnet import EPS, detectron2_network, msra_blobs
 
-from densenets.engine.convert import CONVERTERS, convert
-from densenets.engine.convert.pickle_io import load_pickle
-from densenets.engine.convert.resnet import torchvision_resnet_to_densenets
+from densenets.checkpoint.convert import CONVERTERS, convert
+from densenets.checkpoint.convert.resnet import torchvision_resnet_to_densenets
+from densenets.checkpoint.pickle_io import load_pickle
 from densenets.modeling.backbones import ResNet
 
 ROOT = Path(__file__).parents[2]

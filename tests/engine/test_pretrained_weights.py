@@ -12,14 +12,14 @@ import torchvision
 import yaml
 from testkit import tiny  # noqa: F401  (registers TinyColors)
 
-from densenets.config import MODELS, build, load_config
-from densenets.engine.launch import build_trainer
-from densenets.modeling.backbones import ResNet
-from densenets.modeling.backbones.weights import (
+from densenets.checkpoint.weights import (
     WeightsUnavailableError,
     load_pretrained_weights,
     resolve_weights,
 )
+from densenets.config import MODELS, build, load_config
+from densenets.engine.launch import build_trainer
+from densenets.modeling.backbones import ResNet
 
 
 @pytest.fixture

@@ -17,15 +17,15 @@ import pytest
 import torch
 from testkit import tiny
 
-from densenets.config import ConfigError
-from densenets.engine.checkpoint import (
+from densenets.checkpoint import (
     Checkpointer,
     CheckpointError,
     NonFiniteError,
     check_finite,
     load_checkpoint,
 )
-from densenets.engine.launch import resolve_device
+from densenets.config import ConfigError
+from densenets.engine.device import config_device, resolve_device
 from densenets.tools import train as train_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,6 +287,13 @@ def test_device_strings(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device 'mps': not available"):
         resolve_device("mps")
+
+
+def test_config_device_is_train_device_checked():
+    assert config_device({}) == config_device({"train": None}) == "auto"
+    assert config_device({"train": {"device": "cpu", "max_iter": None}}) == "cpu"
+    with pytest.raises(ConfigError, match="train.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"):
+        config_device({"train": {"device": "gpu"}})
 
 
 def test_train_tool_device_flag_is_checked_in_one_line(tmp_path, capsys):

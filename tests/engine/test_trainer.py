@@ -10,9 +10,9 @@ import torch
 import torch.multiprocessing as mp
 from testkit import tiny
 
+from densenets.checkpoint import load_checkpoint
 from densenets.config import load_config
-from densenets.engine.checkpoint import load_checkpoint
-from densenets.engine.launch import build_trainer, train
+from densenets.engine.launch import build_trainer, evaluate, train
 from densenets.engine.trainer import HookBase, NonFiniteLossError
 
 
@@ -60,6 +60,11 @@ def test_tiny_model_learns_and_logs(tmp_path):
     assert losses[-1] < 0.5 * losses[0]
     assert [r["iter"] for r in records if "seg/acc" in r] == [30, 60]
     assert "eta_seconds" in records[0] and "lr" in records[0]
+    assert trainer.checkpointer.last() == run / "last.pth"  # passed to Trainer, not attached
+    # Evaluation reads only the device from `train` (no train section: auto), same result.
+    no_train = load_config(run / "config.yaml", ["train=null"])
+    again = evaluate(no_train, run / "best.pth", tmp_path / "eval")
+    assert again["seg/acc"] == pytest.approx(best["best"]["value"])
 
 
 class _StopAfter(HookBase):

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from densenets.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from densenets.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Cityscapes
 from densenets.data.io import read_image, read_label
+from densenets.data.synthetic import make_shapes_city
 from densenets.evaluation import SemSegEvaluator
 from densenets.evaluation.sem_seg import confusion_matrix
 from densenets.utils import comm
+from densenets.utils.visualization import color_palette
 
 
 def _scores(label: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -108,8 +110,13 @@ def test_no_ground_truth_gives_no_metrics_and_reset_clears():
 
 
 def test_writes_train_ids_label_ids_and_colours(tmp_path):
+    """Label ids and colours come from the dataset (a Cityscapes one here)."""
+    root = make_shapes_city(tmp_path / "city", num_train=1, num_val=1, image_size=(32, 64))["root"]
+    dataset = Cityscapes(root, split="val")
+    tmp_path = tmp_path / "out"
     train_ids = np.array([[0, 1, 2], [13, 18, 10]])
-    ev = SemSegEvaluator(class_names=CITYSCAPES_CLASSES, output_dir=tmp_path, outputs=["train_ids", "label_ids", "color"])
+    ev = SemSegEvaluator(dataset=dataset, output_dir=tmp_path, outputs=["train_ids", "label_ids", "color"])
+    assert ev.class_names == list(CITYSCAPES_CLASSES)
     item = {"image_id": "frankfurt_000000_000294"}
     ev.process([item], [{"sem_seg": _scores(train_ids, 19)}])
     name = "frankfurt_000000_000294.png"
@@ -128,3 +135,30 @@ def test_bad_options_are_reported():
         SemSegEvaluator(class_names=["a"], outputs=["color"])
     with pytest.raises(ValueError, match="class_names"):
         SemSegEvaluator()
+
+
+def test_label_metadata_comes_from_the_dataset_not_a_default(tmp_path):
+    """No Cityscapes default: without a dataset's mapping, label ids are refused; colours
+    are the generic palette; the dataset's palette and ignore index are used when given."""
+    with pytest.raises(ValueError, match="outputs: label_ids needs a label_mapper"):
+        SemSegEvaluator(class_names=["a", "b"], output_dir=tmp_path, outputs=["label_ids"])
+    ev = SemSegEvaluator(class_names=["a", "b"], output_dir=tmp_path / "generic", outputs=["color"])
+    ev.process([{"image_id": "x"}], [{"sem_seg": _scores(np.array([[0, 1]]), 2)}])
+    colour = read_image(tmp_path / "generic" / "color" / "x.png")
+    np.testing.assert_array_equal(colour[0], color_palette(2))
+
+    class Toy:
+        class_names = ["a", "b"]
+        palette = [(1, 2, 3), (4, 5, 6)]
+        ignore_index = 7
+
+        @staticmethod
+        def train_id_to_label_id(train_ids):
+            return train_ids + 10
+
+    ev = SemSegEvaluator(dataset=Toy(), output_dir=tmp_path / "toy", outputs=["label_ids", "color"])
+    assert ev.ignore_index == 7
+    ev.process([{"image_id": "x", "sem_seg": torch.tensor([[0, 7]])}], [{"sem_seg": _scores(np.array([[0, 1]]), 2)}])
+    np.testing.assert_array_equal(read_label(tmp_path / "toy" / "label_ids" / "x.png"), [[10, 11]])
+    np.testing.assert_array_equal(read_image(tmp_path / "toy" / "color" / "x.png")[0], [(1, 2, 3), (4, 5, 6)])
+    assert ev.conf.sum() == 1  # the pixel labelled 7 is ignored

@@ -9,7 +9,8 @@ from skimage import color, data, metrics
 
 from densenets.config import EVALUATORS, build
 from densenets.data.imresize import imresize
-from densenets.evaluation.sr import SRMetrics, psnr, rgb_to_y, ssim
+from densenets.evaluation.sr import SRMetrics
+from densenets.utils.image_metrics import psnr, rgb_to_y, ssim
 
 
 def _chw(img):

@@ -104,7 +104,7 @@ def test_overlapping_detection_labels_are_placed_apart():
 def test_sr_comparison_labels_its_halves_and_shows_psnr():
     from skimage.metrics import peak_signal_noise_ratio
 
-    from densenets.evaluation.sr import rgb_to_y
+    from densenets.utils.image_metrics import rgb_to_y
 
     rng = np.random.default_rng(0)
     hr = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (7, 7), 2)

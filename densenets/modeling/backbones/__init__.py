@@ -2,7 +2,6 @@
 
 from . import edsr, resnet  # noqa: F401
 from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
-from .weights import load_pretrained_weights, load_weights, resolve_weights
 
 __all__ = [
     "ResNet",
@@ -10,7 +9,4 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "PRESETS",
-    "load_weights",
-    "load_pretrained_weights",
-    "resolve_weights",
 ]

@@ -11,7 +11,7 @@ Dai et al. / Zhu et al., "Deformable ConvNets" v1/v2 (2017/2019); Huang et al.,
 Shapes: N images, input Tensor[N, 3, H, W]; stage ``resK`` has stride ``2**K`` (4, 8,
 16, 32) unless dilation replaces it (output stride 16 or 8).
 
-State-dict layout (foreign layouts are mapped in `densenets.engine.convert.resnet`)::
+State-dict layout (foreign layouts are mapped in `densenets.checkpoint.convert.resnet`)::
 
     stem.conv1.weight  stem.norm1.*            (deep stem: conv1..conv3, norm1..norm3)
     res2.0.conv1.weight  res2.0.norm1.*  ...  res2.0.conv3.weight  res2.0.norm3.*
@@ -379,7 +379,7 @@ class ResNet(nn.Module):
     def load_pretrained(self) -> None:
         """Load the `weights` spec (no-op without one); missing/unused keys are logged."""
         if self.weights:
-            from .weights import load_weights
+            from densenets.checkpoint.weights import load_weights
 
             load_weights(self, self.weights)
 

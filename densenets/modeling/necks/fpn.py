@@ -9,7 +9,7 @@ Object Detection", 2017) on C5 or P5.
 Outputs are named ``p{log2(stride)}``: ``p2``..``p6`` for inputs res2..res5, ``p3``..``p7``
 for res3..res5 with "p6p7". The computation matches torchvision's
 ``FeaturePyramidNetwork`` with ``LastLevelMaxPool`` / ``LastLevelP6P7`` (whose weights
-load through `densenets.engine.convert.resnet.torchvision_fpn_to_densenets`).
+load through `densenets.checkpoint.convert.resnet.torchvision_fpn_to_densenets`).
 
 State-dict keys: ``lateral{k}.conv.*``, ``output{k}.conv.*`` (``.norm.*`` with a norm),
 ``top_block.p6.*``, ``top_block.p7.*``.

@@ -16,13 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenets.config import BACKBONES, HEADS, MODELS, ConfigNode, build
+from densenets.data.sr import DIV2K_RGB_MEAN
 
 from .inference import self_ensemble, tiled_forward
 
-__all__ = ["EDSR", "DIV2K_RGB_MEAN"]
-
-# Mean RGB of DIV2K's training images in 0..255, the EDSR checkpoints' mean shift.
-DIV2K_RGB_MEAN = (0.4488 * 255, 0.4371 * 255, 0.4040 * 255)
+__all__ = ["EDSR"]
 
 
 @MODELS.register()

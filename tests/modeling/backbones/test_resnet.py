@@ -8,8 +8,8 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
+from densenets.checkpoint.convert.resnet import torchvision_resnet_to_densenets
 from densenets.config import BACKBONES, ConfigError, build
-from densenets.engine.convert.resnet import torchvision_resnet_to_densenets
 from densenets.layers import FrozenBatchNorm2d
 from densenets.modeling.backbones import BasicBlock, Bottleneck, ResNet
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from densenets.engine.convert import convert
+from densenets.checkpoint.convert import convert
+from densenets.checkpoint.weights import WeightsUnavailableError, detect_format, resolve_weights
 from densenets.modeling.backbones import ResNet
-from densenets.modeling.backbones.weights import WeightsUnavailableError, detect_format, resolve_weights
 
 TIMM_SHAPES = Path(__file__).with_name("timm_resnet18d_shapes.json")
 
@@ -36,7 +36,7 @@ def features(model, x):
 def test_torchvision_file_is_detected_converted_and_loaded(tmp_path, tv18, caplog):
     path = tmp_path / "resnet18.pth"
     torch.save(tv18.state_dict(), path)
-    with caplog.at_level(logging.WARNING, logger="densenets.modeling.backbones.weights"):
+    with caplog.at_level(logging.WARNING, logger="densenets.checkpoint.weights"):
         model = pretrained(depth=18, out_features=["res5"], weights=str(path))
     # The classifier is not part of a res5 backbone: reported, not loaded.
     assert "2 checkpoint keys unused: linear.weight, linear.bias" in caplog.text
@@ -141,8 +141,8 @@ class _NotWeights:
 
 
 def test_an_unsafe_weights_file_is_a_one_line_config_error(tmp_path):
+    from densenets.checkpoint.weights import read_checkpoint
     from densenets.config import ConfigError
-    from densenets.modeling.backbones.weights import read_checkpoint
 
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": _NotWeights()}, path)

@@ -23,9 +23,9 @@ import pytest
 import torch
 from official_code import official_imports, official_input, official_tree, photo_crops, randomise
 
+from densenets.checkpoint.convert import convert
+from densenets.checkpoint.convert.detr import COCO_CATEGORY_IDS
 from densenets.config import MODELS, build
-from densenets.engine.convert import convert
-from densenets.engine.convert.detr import COCO_CATEGORY_IDS
 
 ROOT = Path(__file__).parents[3]
 VARIANTS = {  # name: (with_box_refine, two_stage, levels); two-stage needs D = 256 (official constant)

@@ -19,9 +19,9 @@ from official_detr import official_dab_detr, official_detr, randomise_frozen_nor
 from skimage import data
 from test_detr import tiny_config
 
+from densenets.checkpoint.convert import CONVERTERS, convert
+from densenets.checkpoint.convert.detr import COCO_CATEGORY_IDS
 from densenets.config import MODELS, build, load_config
-from densenets.engine.convert import CONVERTERS, convert
-from densenets.engine.convert.detr import COCO_CATEGORY_IDS
 from densenets.modeling.detection import dab_detr as dab_detr_module
 
 

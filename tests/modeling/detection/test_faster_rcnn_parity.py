@@ -16,8 +16,8 @@ from torchvision.models import resnet50
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import box_iou
 
+from densenets.checkpoint.convert import convert
 from densenets.config import MODELS, build, load_config
-from densenets.engine.convert import convert
 
 CONFIG = Path(__file__).parents[3] / "configs/detection/faster_rcnn_r50_fpn_torchvision.yaml"
 
@@ -184,7 +184,7 @@ def test_detectron2_recipe_backbone_computes_what_detectron2_computes(tmp_path):
         D2_CONFIG, [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.backbone.channels_last=false"]
     )
     ours = build(cfg.model, MODELS)
-    from densenets.modeling.backbones.weights import load_pretrained_weights
+    from densenets.checkpoint.weights import load_pretrained_weights
 
     assert load_pretrained_weights(ours) == [str(tmp_path / "R-50.pkl")]  # what training starts from
     ours = ours.double().eval()

@@ -7,8 +7,8 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from densenets.checkpoint.convert.resnet import torchvision_fpn_to_densenets, torchvision_resnet_to_densenets
 from densenets.config import BACKBONES, NECKS, build
-from densenets.engine.convert.resnet import torchvision_fpn_to_densenets, torchvision_resnet_to_densenets
 from densenets.layers import ShapeSpec
 from densenets.modeling.necks import FPN
 

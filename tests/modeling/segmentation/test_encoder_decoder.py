@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densenets.checkpoint.convert import convert
 from densenets.config import MODELS, build, load_config
-from densenets.engine.convert import convert
 from densenets.layers import ShapeSpec
 from densenets.modeling.segmentation import EncoderDecoder, FCNHead
 from densenets.modeling.segmentation.encoder_decoder import window_starts

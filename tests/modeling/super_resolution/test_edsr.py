@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densenets.checkpoint.convert import CONVERTERS
+from densenets.checkpoint.convert.edsr import convert_edsr, edsr_to_official
 from densenets.config import MODELS, build
-from densenets.engine.convert import CONVERTERS
-from densenets.engine.convert.edsr import convert_edsr, edsr_to_official
 from densenets.modeling.super_resolution import self_ensemble, tile_bounds, tiled_forward
 
 

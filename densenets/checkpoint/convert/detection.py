@@ -89,7 +89,7 @@ def detectron2_faster_rcnn_to_densenets(state_dict: Mapping[str, Any]) -> dict[s
 
     Use with ``configs/detection/faster_rcnn_r50_fpn_detectron2.yaml``; model-zoo
     ``model_final_*.pkl`` files hold numpy arrays (read them with
-    `densenets.engine.convert.pickle_io.load_pickle`).
+    `densenets.checkpoint.pickle_io.load_pickle`).
     """
     source = "detectron2 Faster R-CNN"
     out = detectron2_resnet_to_densenets(state_dict, "backbone.bottom_up.", "backbone.")

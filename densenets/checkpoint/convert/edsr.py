@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from densenets.modeling.super_resolution.edsr import DIV2K_RGB_MEAN
+from densenets.data.sr import DIV2K_RGB_MEAN
 
 from . import register_converter
 

@@ -4,7 +4,7 @@ Official files (``detr-r50-e632da11.pth``, DAB-DETR's ``checkpoint.pth``) hold
 ``{"model": state_dict, ...}``. The maps:
 
 * backbone ``backbone.0.body.*`` (torchvision ResNet names) -> ``backbone.*`` through
-  the ResNet map of `densenets.engine.convert.resnet`;
+  the ResNet map of `densenets.checkpoint.convert.resnet`;
 * transformer feed-forward ``linear1``/``linear2``/``activation`` -> ``ffn.*`` in the
   shared encoder (and in DETR's decoder), DETR's ``multihead_attn`` -> ``cross_attn``;
   DAB-DETR's decoder keeps its names;

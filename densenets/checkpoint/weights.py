@@ -4,7 +4,7 @@ A `weights:` value is one of
 
 - a local file: our own state dict (or a checkpoint holding one under ``model`` /
   ``state_dict``), or a torchvision / timm / detectron2 checkpoint, recognised by its
-  key names and converted with `densenets.engine.convert.resnet`; ``.pkl`` files are read
+  key names and converted with `densenets.checkpoint.convert.resnet`; ``.pkl`` files are read
   with the restricted unpickler;
 - ``torchvision://resnet50`` (torchvision's ``IMAGENET1K_V1`` weights of that model) or
   ``torchvision://resnet50.IMAGENET1K_V2`` (a named entry of its weights enum);
@@ -36,9 +36,10 @@ import torch
 from torch import nn
 
 from densenets.config import ConfigError
-from densenets.engine.convert import convert
-from densenets.engine.convert.pickle_io import load_pickle
-from densenets.engine.convert.resnet import find_prefix, unwrap_state_dict
+
+from .convert import convert
+from .convert.resnet import find_prefix, unwrap_state_dict
+from .pickle_io import load_pickle
 
 __all__ = [
     "WeightsUnavailableError",
