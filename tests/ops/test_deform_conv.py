@@ -304,3 +304,30 @@ def test_output_is_no_view_so_in_place_ops_may_follow(size):
     expected = torch.nn.functional.conv2d(x.detach(), weight.detach(), padding=1).relu()
     torch.testing.assert_close(y.detach(), expected, rtol=1e-4, atol=1e-4)
     assert x.grad is not None and torch.isfinite(weight.grad).all()
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_channels_last_forward_with_several_blocks_on_several_threads(monkeypatch, grad):
+    # The channels-last forward runs one GEMM per block inside at::parallel_for. Worker
+    # threads do not inherit the dispatcher's "below autograd" state, so a weight that
+    # requires grad once made them fail ("mm(): functions with out=... don't support
+    # automatic differentiation") whenever the output spanned several blocks and the
+    # weight was not contiguous (a channels-last model).
+    monkeypatch.setenv("DENSENETS_DEFORM_CONV_LAYOUT", "nhwc")
+    monkeypatch.setenv("DENSENETS_DEFORM_CONV_BUDGET", "4096")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 16, 12, 12, generator=gen, dtype=torch.float64)
+        weight = torch.randn(16, 16, 3, 3, generator=gen, dtype=torch.float64)
+        # channels-last weights, as a `channels_last: true` ResNet holds them
+        weight = weight.contiguous(memory_format=torch.channels_last).requires_grad_()
+        offset = torch.randn(2, 18, 12, 12, generator=gen, dtype=torch.float64)
+        with torch.set_grad_enabled(grad):
+            y = deform_conv2d(x, offset, weight, padding=1)
+        expected = torchvision.ops.deform_conv2d(x, offset, weight.detach(), padding=1)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(y.detach(), expected, rtol=1e-10, atol=1e-10)
+    assert y.requires_grad == grad

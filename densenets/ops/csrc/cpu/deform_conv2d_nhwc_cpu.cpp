@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -123,6 +124,9 @@ void forward_blocks(const DeformGeometry& g, const at::Tensor& input, const at::
   const T *in = input.data_ptr<T>(), *off = offset.data_ptr<T>();
   // One block per task; GEMMs inside a parallel region run on the calling thread.
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    // Worker threads do not inherit the dispatcher state this kernel runs under: without
+    // the guard, a weight that requires grad sends their at::mm calls through autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     at::Tensor columns = at::empty({block, rows}, input.options());
     std::vector<BilinearSample<T>> table(block * g.deform_groups * g.points());
     for (int64_t b = b0; b < b1; ++b) {
