@@ -8,15 +8,31 @@ Deformable DETR and DAB-DETR.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
+from ...config import ConfigNode
+from ...config.registry import check_keys
 from ...utils.comm import all_reduce_sum, get_world_size
 from .hungarian_matcher import HungarianMatcher
 
-__all__ = ["SetCriterion"]
+__all__ = ["SetCriterion", "instantiate"]
+
+
+def instantiate(cls: type, cfg: Mapping | None, path: str, **extra: Any) -> Any:
+    """Build `cls` from a config dict without `type` (None: the class's defaults), checking its
+    keys (errors name the key path); `cls.from_config(cfg, **extra)` when the class has one."""
+    path = getattr(cfg, "_key_path", "") or path
+    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg or {})
+    check_keys(cfg, cls, path, extra)
+    if hasattr(cls, "from_config"):
+        return cls.from_config(ConfigNode(cfg, path), **extra)
+    return cls(**cfg, **extra)
 
 
 class SetCriterion(nn.Module):
@@ -66,6 +82,13 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, num_classes: int) -> SetCriterion:
+        """``{matcher: {<HungarianMatcher options>}, <options>}``; `num_classes` is the model's."""
+        path = getattr(cfg, "_key_path", "criterion")
+        matcher = instantiate(HungarianMatcher, cfg.get("matcher"), f"{path}.matcher")
+        return cls(num_classes, matcher, **{k: v for k, v in cfg.items() if k != "matcher"})
 
     def forward(
         self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict[str, torch.Tensor]]
