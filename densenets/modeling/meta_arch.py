@@ -21,7 +21,7 @@ from torch import nn
 
 from densenets.layers import ImageList
 
-__all__ = ["MetaArch", "INPUT_FORMATS"]
+__all__ = ["MetaArch", "INPUT_FORMATS", "input_key_of"]
 
 INPUT_FORMATS = ("RGB", "BGR")
 
@@ -112,3 +112,9 @@ class MetaArch(nn.Module):
         div = self.size_divisibility if size_divisibility is None else size_divisibility
         images = self.inputs(batch)
         return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, div)
+
+
+def input_key_of(model: object) -> str:
+    """The item key a model (instance or class) reads its image from: its `input_key`,
+    "image" for a model that declares none (a plain `nn.Module` in user code)."""
+    return getattr(model, "input_key", MetaArch.input_key)
