@@ -183,16 +183,22 @@ class InferConfig:
 
     visualizer: dict | None = None
     batch_size: int = 4
-    input_key: str = "image"
     input_size: list[int] | None = None
     weights: str | None = None  # what eval.py / infer.py load without --weights ("none": none on purpose)
     max_pixels: int | None = 178956970  # larger images are refused unread (Pillow's limit; null: none)
+    # Removed: the model declares the item key it reads (`input_key`: EDSR "lr"). Kept
+    # only so that an old config gets this message instead of "unknown key".
+    input_key: Any = None
 
     def check(self, path: str) -> None:
+        if self.input_key is not None:
+            raise ConfigError(
+                f"{path}.input_key: no longer a config key, the model declares its input "
+                f"(EDSR reads 'lr', every other model 'image'); delete this line"
+            )
         _positive(self.batch_size, f"{path}.batch_size")
         if self.max_pixels is not None:
             _positive(self.max_pixels, f"{path}.max_pixels")
-        _choice(self.input_key, ("image", "lr"), f"{path}.input_key")
         if self.input_size is not None and len(self.input_size) != 2:
             raise ConfigError(f"{path}.input_size: expected [H, W], got {self.input_size}")
 
