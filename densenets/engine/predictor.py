@@ -27,6 +27,7 @@ from densenets.config import (
     build,
     load_config,
 )
+from densenets.modeling.meta_arch import input_key_of
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from .launch import resolve_device
@@ -175,9 +176,11 @@ class Predictor:
         if _is_exported(weights):  # an .onnx / .pt2 file of tools/export.py runs in place of the model
             from densenets.export.runtime import ExportedModel
 
-            self.model = ExportedModel(weights, self.infer.input_key, self.device)
+            model_cls = MODELS.get(self.cfg.model["type"], path="model.type")
+            self.model = ExportedModel(weights, input_key_of(model_cls), self.device)
         else:
             self.model = build(self.cfg.model, MODELS).to(self.device).eval()
+        self.input_key = input_key_of(self.model)  # the item key of the image ("lr" for EDSR)
         if weights and not _is_exported(weights):
             checkpoint = load_checkpoint(weights)
             try:
@@ -206,7 +209,7 @@ class Predictor:
         for t in self.transforms:
             item = t(item)
         tensor = torch.from_numpy(np.ascontiguousarray(item.pop("image").transpose(2, 0, 1)))
-        item[self.infer.input_key] = tensor
+        item[self.input_key] = tensor
         return item
 
     @torch.no_grad()

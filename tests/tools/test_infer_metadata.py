@@ -229,7 +229,6 @@ def test_super_resolution_never_warns_about_class_names(tmp_path, caplog, capsys
     cfg = {
         "model": {"type": "InferTinyUpscaler"},
         "data": {"num_workers": 0, "val": {"type": "NoSuchDataset"}},
-        "infer": {"input_key": "lr"},
     }
     sys.path.insert(0, str(ROOT / "tests" / "tools"))
     importlib.import_module("test_infer")  # registers InferTinyUpscaler
