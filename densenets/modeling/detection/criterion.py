@@ -9,30 +9,17 @@ Deformable DETR and DAB-DETR.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
-from ...config import ConfigNode
-from ...config.registry import check_keys
+from ...config import instantiate, join_path, key_path
 from ...utils.comm import all_reduce_sum, get_world_size
 from .hungarian_matcher import HungarianMatcher
 
-__all__ = ["SetCriterion", "instantiate"]
-
-
-def instantiate(cls: type, cfg: Mapping | None, path: str, **extra: Any) -> Any:
-    """Build `cls` from a config dict without `type` (None: the class's defaults), checking its
-    keys (errors name the key path); `cls.from_config(cfg, **extra)` when the class has one."""
-    path = getattr(cfg, "_key_path", "") or path
-    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg or {})
-    check_keys(cfg, cls, path, extra)
-    if hasattr(cls, "from_config"):
-        return cls.from_config(ConfigNode(cfg, path), **extra)
-    return cls(**cfg, **extra)
+__all__ = ["SetCriterion"]
 
 
 class SetCriterion(nn.Module):
@@ -86,8 +73,8 @@ class SetCriterion(nn.Module):
     @classmethod
     def from_config(cls, cfg: Mapping, num_classes: int) -> SetCriterion:
         """``{matcher: {<HungarianMatcher options>}, <options>}``; `num_classes` is the model's."""
-        path = getattr(cfg, "_key_path", "criterion")
-        matcher = instantiate(HungarianMatcher, cfg.get("matcher"), f"{path}.matcher")
+        path = key_path(cfg, "criterion")
+        matcher = instantiate(HungarianMatcher, cfg.get("matcher"), join_path(path, "matcher"))
         return cls(num_classes, matcher, **{k: v for k, v in cfg.items() if k != "matcher"})
 
     def forward(

@@ -15,6 +15,7 @@ from torch import nn
 
 from ...config import MODELS
 from ...layers import ImageList
+from ..backbones.base import Backbone
 from .box_refinement import inverse_sigmoid, refine_boxes, topk_detections
 from .criterion import SetCriterion
 from .dab_transformer import DAB_DETR_EPS, DABTransformer
@@ -34,21 +35,21 @@ class DABDETR(SingleScaleDETR):
         transformer: a `DABTransformer`.
         num_queries: Q anchors (decoded once per pattern when the transformer has
             `num_patterns`).
-        num_select: detections kept per image at inference: the top scores over all
-            (query, class) pairs.
         fixed_anchor_xy: draw anchor centres uniformly at random and keep them fixed
             (a buffer); only widths and heights are learned.
+        num_select: detections kept per image at inference: the top scores over all
+            (query, class) pairs.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         transformer: DABTransformer,
         criterion: SetCriterion,
         num_classes: int,
         num_queries: int = 300,
-        num_select: int = 300,
         fixed_anchor_xy: bool = False,
+        num_select: int = 300,
         in_feature: str = "res5",
         **options: Any,
     ) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 from ...config import BACKBONES, MODELS, NECKS, build
 from ...layers import ImageList
 from ...layers.position_encoding import sine_box_embedding
+from ..backbones.base import Backbone
 from .box_refinement import refine_boxes, topk_detections
 from .criterion import SetCriterion
 from .deformable_transformer import DEFORMABLE_DETR_EPS, DeformableTransformer, MultiScaleMemory
@@ -119,8 +120,8 @@ class DeformableDETR(MultiScaleDETR):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module,
+        backbone: Backbone,
+        neck: Backbone,
         transformer: DeformableTransformer,
         criterion: SetCriterion,
         num_classes: int,

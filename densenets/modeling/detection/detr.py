@@ -19,6 +19,7 @@ from torch import nn
 
 from ...config import MODELS
 from ...layers import ImageList
+from ..backbones.base import Backbone
 from .criterion import SetCriterion
 from .detr_base import DETRBase
 from .transformer import MLP, DETRTransformer
@@ -82,7 +83,7 @@ class DETR(SingleScaleDETR):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         transformer: DETRTransformer,
         criterion: SetCriterion,
         num_classes: int,

@@ -23,10 +23,13 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert
 
-from ...config import BACKBONES, build
+from ...config import BACKBONES, build, instantiate, join_path, key_path
+from ...config.build import known_class
 from ...config.types import type_hints
 from ...layers import ImageList
-from .criterion import SetCriterion, instantiate
+from ..backbones.base import Backbone
+from ..meta_arch import MetaArch
+from .criterion import SetCriterion
 from .transformer import MLP
 
 __all__ = ["DETRBase", "Batch", "focal_class_head", "delta_box_head"]
@@ -49,8 +52,12 @@ def delta_box_head(d: int) -> MLP:
     return head
 
 
-class DETRBase(nn.Module):
+class DETRBase(MetaArch):
     """The DETR family's shared parts; members add queries and heads.
+
+    Batches are padded to their largest image only (`MetaArch` with size divisibility 0,
+    as the official code bases): the padding masks tell the transformer which feature
+    cells are padding.
 
     A member's constructor ends in ``**options``, passed on to this one: its signature and
     type hints (which `help`, `inspect.signature` and the config key checks read) also list
@@ -73,8 +80,8 @@ class DETRBase(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module | None,
+        backbone: Backbone,
+        neck: Backbone | None,
         transformer: nn.Module,
         criterion: SetCriterion,
         num_classes: int,
@@ -85,17 +92,12 @@ class DETRBase(nn.Module):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "RGB",
     ) -> None:
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std, input_format)
         if neck is not None and len(neck.output_shape()) != transformer.num_levels:
             raise ValueError(
                 f"transformer.num_levels: {transformer.num_levels}, but the neck has "
                 f"{len(neck.output_shape())} outputs"
             )
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"input_format: expected 'RGB' or 'BGR', got {input_format!r}")
-        self.input_format = input_format
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self.backbone, self.neck, self.transformer, self.criterion = backbone, neck, transformer, criterion
         self.num_classes, self.num_queries, self.aux_loss = num_classes, num_queries, aux_loss
 
@@ -122,9 +124,8 @@ class DETRBase(nn.Module):
     @classmethod
     def from_config(cls, cfg: Mapping) -> DETRBase:
         """Children from `build_children`; every other key is a constructor argument."""
-        children = cls.build_children(cfg, getattr(cfg, "_key_path", "model"))
-        options = {k: v for k, v in cfg.items() if k != "type" and k not in children}
-        return cls(**children, **options)
+        children = cls.build_children(cfg, key_path(cfg, "model"))
+        return cls(**children, **cls.config_options(cfg, *children))
 
     @classmethod
     def build_children(cls, cfg: Mapping, path: str) -> dict[str, nn.Module | None]:
@@ -142,13 +143,7 @@ class DETRBase(nn.Module):
         annotates `name` with; an explicit null is None."""
         if name in cfg and cfg[name] is None:
             return None
-        child_cls = type_hints(cls)[name]
-        child_cls = next((a for a in getattr(child_cls, "__args__", ()) if a is not type(None)), child_cls)
-        return instantiate(child_cls, cfg.get(name), f"{path}.{name}", **extra)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return instantiate(known_class(type_hints(cls)[name]), cfg.get(name), join_path(path, name), **extra)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
         """Losses (training) or predictions (eval) for a list of items (see docs/contracts.md)."""
@@ -158,11 +153,6 @@ class DETRBase(nn.Module):
             return self.postprocess(*self.inference(logits[-1], boxes[-1]), batch)
         targets = self.prepare_targets(batch, images)
         return self.losses(self.predict(images, targets), targets)
-
-    def preprocess(self, batch: Batch) -> ImageList:
-        """uint8 CHW images -> normalised float images padded at the bottom/right."""
-        images = [item["image"] for item in batch]
-        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format)
 
     def predict(self, images: ImageList, targets: list[dict[str, torch.Tensor]] | None = None) -> tuple:
         """Class logits (L, B, Q, K or K+1) and boxes (L, B, Q, 4, normalised cxcywh) of every

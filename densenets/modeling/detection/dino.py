@@ -27,6 +27,7 @@ from torch import nn
 
 from ...config import MODELS
 from ...layers import ImageList
+from ..backbones.base import Backbone
 from .criterion import SetCriterion
 from .deformable_detr import MultiScaleDETR, head_list
 from .deformable_transformer import DINO_EPS, DINOTransformer, MultiScaleMemory
@@ -52,8 +53,8 @@ class DINO(MultiScaleDETR):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module,
+        backbone: Backbone,
+        neck: Backbone,
         transformer: DINOTransformer,
         criterion: SetCriterion,
         denoising: ContrastiveDenoising | None,
