@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,7 +118,7 @@ class DETRBase(MetaArch):
             if p.kind is p.KEYWORD_ONLY and p.name not in sig.parameters
         ]
         init.__signature__ = sig.replace(parameters=own + inherited)
-        init.__annotations__ = {**typing.get_type_hints(parent), **typing.get_type_hints(init)}
+        init.__annotations__ = {**type_hints(parent), **type_hints(init)}
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DETRBase:
