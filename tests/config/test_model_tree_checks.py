@@ -119,7 +119,7 @@ def toy(monkeypatch):
             part: _Part,
             either: _Part | _Other | None = None,
             anything: Any = None,
-            unresolved: "NotImportedAnywhere | None" = None,  # noqa: F821
+            unresolved: NotImportedAnywhere | None = None,  # noqa: F821
             free: Mapping | None = None,
         ) -> None:
             built.append(self)

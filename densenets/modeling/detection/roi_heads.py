@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
-from densenets.config import HEADS, config_value, construct, instantiate, join_path, key_path
+from densenets.config import HEADS, construct, instantiate, join_path, key_path
 from densenets.layers import ShapeSpec, get_norm
 
 from .box_coder import BoxCoder
@@ -226,8 +226,7 @@ class StandardRoIHeads(nn.Module):
     def from_config(cls, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> StandardRoIHeads:
         """Pooler strides, box-head input and predictor width from the neck's `input_shape`."""
         path = key_path(cfg, "roi_heads")
-        in_features = list(config_value(cfg, cls, "in_features"))
-        shapes = in_feature_shapes(input_shape, in_features, path)
+        shapes = in_feature_shapes(cls, cfg, input_shape)
         pooler = instantiate(
             ROIPooler, cfg.get("pooler"), join_path(path, "pooler"), strides=[s.stride for s in shapes]
         )

@@ -24,15 +24,17 @@ from .sampler import BalancedPositiveNegativeSampler
 __all__ = ["RPN", "RPNHead", "in_feature_shapes"]
 
 
-def in_feature_shapes(
-    input_shape: Mapping[str, ShapeSpec], in_features: Sequence[str], path: str
-) -> list[ShapeSpec]:
-    """The shapes of `in_features`, or a ValueError naming `path.in_features`."""
+def in_feature_shapes(cls: type, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
+    """The shapes in `input_shape` of `cfg`'s `in_features` (else the default of `cls`).
+
+    Raises:
+        ValueError: a feature the neck does not give, naming the key path.
+    """
+    in_features = list(config_value(cfg, cls, "in_features"))
     missing = [f for f in in_features if f not in input_shape]
     if missing:
-        raise ValueError(
-            f"{join_path(path, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}"
-        )
+        path = join_path(key_path(cfg), "in_features")
+        raise ValueError(f"{path}: {missing} not in the neck's outputs {list(input_shape)}")
     return [input_shape[f] for f in in_features]
 
 
@@ -121,15 +123,15 @@ class RPN(nn.Module):
     def from_config(cls, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> RPN:
         """The head and anchor strides from the neck's `input_shape`; the rest from `cfg`."""
         path = key_path(cfg, "rpn")
-        in_features = list(config_value(cfg, cls, "in_features"))
-        channels = {shape.channels for shape in in_feature_shapes(input_shape, in_features, path)}
+        shapes = in_feature_shapes(cls, cfg, input_shape)
+        channels = {shape.channels for shape in shapes}
         if len(channels) != 1:
             raise ValueError(f"{join_path(path, 'in_features')}: levels have different channels {channels}")
         anchor_generator = instantiate(
             AnchorGenerator,
             cfg.get("anchor_generator"),
             join_path(path, "anchor_generator"),
-            strides=[input_shape[f].stride for f in in_features],
+            strides=[shape.stride for shape in shapes],
         )
         if len(set(anchor_generator.num_anchors)) != 1:
             raise ValueError(
