@@ -5,9 +5,12 @@
   class the caller knows (a matcher, a transformer, a loss, a typed section).
 
 Both check every key against the constructor's signature and every value against its
-type hints before calling it, honour `from_config`, and raise a one-line `ConfigError`
-naming the full key path and, for a misspelt key, the closest valid one. The helpers
-for those messages (`did_you_mean`, `join_path`) and `to_plain` live here once.
+type hints before calling it, honour `from_config` (which ends with `construct`, the
+constructor call itself), and raise a one-line `ConfigError` naming the full key path
+and, for a misspelt key, the closest valid one. Defaults live only in signatures: a
+sub-dict for an argument annotated with a dataclass lists what it changes from that
+argument's default (`config_value` reads a default a `from_config` needs). The helpers
+for the messages (`did_you_mean`, `join_path`, `key_path`) and `to_plain` live here once.
 """
 
 from __future__ import annotations
@@ -161,8 +164,10 @@ def construct(cls: Callable, cfg: Mapping, path: str, **extra: Any) -> Any:
     only what it changes). A dataclass's `check(path)`, if any, runs after construction.
 
     Returns:
-        The object; components in a dataclass's fields keep their `ConfigNode` (and key
-        path), other classes get plain dicts and lists (`to_plain`).
+        The object. Config values reach other classes as plain dicts and lists
+        (`to_plain`); a dataclass's fields keep their `ConfigNode`s (and key paths), so
+        the components in them (`data.train`) name their keys in errors. `extra` is
+        passed as it is.
     """
     params = inspect.signature(_signature_target(cls)).parameters
     hints = type_hints(cls)
@@ -175,10 +180,9 @@ def construct(cls: Callable, cfg: Mapping, path: str, **extra: Any) -> Any:
             default = params[key].default if key in params else None
             value = _nested(sub, value, join_path(path, key), default)
         kwargs[key] = value
-    kwargs.update(extra)
     if not dataclasses.is_dataclass(cls):
-        return cls(**to_plain(kwargs))
-    obj = cls(**kwargs)
+        return cls(**{**to_plain(kwargs), **extra})
+    obj = cls(**{**kwargs, **extra})
     if hasattr(obj, "check"):
         obj.check(path)
     return obj
