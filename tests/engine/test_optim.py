@@ -19,10 +19,14 @@ N = 50
 
 
 def _ours(**cfg) -> list[float]:
+    return _curve(SchedulerConfig(**cfg), N)
+
+
+def _curve(cfg: SchedulerConfig, max_iter: int, iters_per_epoch=None) -> list[float]:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
-    sched = WarmupLR(opt, SchedulerConfig(**cfg), max_iter=N)
+    sched = WarmupLR(opt, cfg, max_iter, iters_per_epoch)
     lrs = []
-    for _ in range(N):
+    for _ in range(max_iter):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -184,17 +188,6 @@ def test_resumed_schedule_follows_the_new_config():
     longer.load_state_dict(short.state_dict())
     assert longer.last_epoch == 6 and longer.max_iter == 20
     assert opt2.param_groups[0]["lr"] == pytest.approx(BASE * (1 - 6 / 20))
-
-
-def _curve(cfg: SchedulerConfig, max_iter: int, iters_per_epoch=None) -> list[float]:
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
-    sched = WarmupLR(opt, cfg, max_iter, iters_per_epoch)
-    lrs = []
-    for _ in range(max_iter):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
 
 
 def test_epoch_milestones_give_the_hand_computed_iteration_curve():
