@@ -5,9 +5,12 @@
   class the caller knows (a matcher, a transformer, a loss, a typed section).
 
 Both check every key against the constructor's signature and every value against its
-type hints before calling it, honour `from_config`, and raise a one-line `ConfigError`
-naming the full key path and, for a misspelt key, the closest valid one. The helpers
-for those messages (`did_you_mean`, `join_path`) and `to_plain` live here once.
+type hints before calling it, honour `from_config` (which ends with `construct`, the
+constructor call itself), and raise a one-line `ConfigError` naming the full key path
+and, for a misspelt key, the closest valid one. Defaults live only in signatures: a
+sub-dict for an argument annotated with a dataclass lists what it changes from that
+argument's default (`config_value` reads a default a `from_config` needs). The helpers
+for the messages (`did_you_mean`, `join_path`, `key_path`) and `to_plain` live here once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "join_path",
     "key_path",
     "to_plain",
+    "construct",
     "known_class",
     "config_value",
 ]
@@ -131,15 +135,14 @@ def check_keys(
             raise ConfigError(f"{path}: missing required argument {sorted(missing)[0]!r}")
 
 
-def _call(obj: Callable, cfg: Mapping, path: str, extra: dict[str, Any], typed: bool) -> Any:
-    """`obj.from_config(cfg, **extra)` or `obj(**cfg, **extra)`; a constructor's own
-    ValueError/TypeError ("depth: must be one of ...") becomes a ConfigError with the key path."""
+def _call(obj: Callable, cfg: Mapping, path: str, extra: dict[str, Any]) -> Any:
+    """`obj.from_config(cfg, **extra)` or `construct(obj, cfg, path, **extra)`; a
+    constructor's own ValueError/TypeError ("depth: must be one of ...") becomes a
+    ConfigError with the key path."""
     try:
         if hasattr(obj, "from_config"):
             return obj.from_config(cfg, **extra)
-        kwargs = {k: v for k, v in cfg.items() if not (typed and k == "type")}
-        kwargs.update(extra)
-        return obj(**to_plain(kwargs))
+        return construct(obj, cfg, path, **extra)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
@@ -148,6 +151,51 @@ def _call(obj: Callable, cfg: Mapping, path: str, extra: dict[str, Any], typed: 
         if key in cfg and key != text:
             raise ConfigError(f"{join_path(path, key)}:{text.split(':', 1)[1]}") from e
         raise ConfigError(f"{path}: {text}") from e
+
+
+def construct(cls: Callable, cfg: Mapping, path: str, **extra: Any) -> Any:
+    """Call `cls`'s constructor (never its `from_config`) with the keys of `cfg` plus `extra`.
+
+    What a `from_config` ends with, after computing its `extra` (shapes, built children).
+    `cfg`'s keys are not checked here (`build`/`instantiate` did). A `type` key is dropped
+    unless the constructor takes one. A sub-dict for an argument annotated with a
+    dataclass (`matcher: Matcher`, `optimizer: OptimizerConfig`) is built into it,
+    starting from the argument's default when that is an instance (so the sub-dict lists
+    only what it changes). A dataclass's `check(path)`, if any, runs after construction.
+
+    Returns:
+        The object. Config values reach other classes as plain dicts and lists
+        (`to_plain`); a dataclass's fields keep their `ConfigNode`s (and key paths), so
+        the components in them (`data.train`) name their keys in errors. `extra` is
+        passed as it is.
+    """
+    params = inspect.signature(_signature_target(cls)).parameters
+    hints = type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key == "type" and key not in params:
+            continue
+        sub = known_class(hints.get(key))
+        if isinstance(value, Mapping) and sub is not None and dataclasses.is_dataclass(sub):
+            default = params[key].default if key in params else None
+            value = _nested(sub, value, join_path(path, key), default)
+        kwargs[key] = value
+    if not dataclasses.is_dataclass(cls):
+        return cls(**{**to_plain(kwargs), **extra})
+    obj = cls(**{**kwargs, **extra})
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def _nested(cls: type, cfg: Mapping, path: str, default: Any) -> Any:
+    """A dataclass argument from its sub-dict: `default` with the sub-dict's keys replaced
+    when the default is such an object, else `cls` built from the sub-dict."""
+    if not isinstance(default, cls):
+        return instantiate(cls, cfg, path)
+    check_keys(cfg, cls, path, typed=False)
+    fields = {f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init}
+    return _call(cls, {**fields, **cfg}, path, {})
 
 
 def build(cfg: Mapping | None, registry: Registry, **extra: Any) -> Any:
@@ -171,7 +219,7 @@ def build(cfg: Mapping | None, registry: Registry, **extra: Any) -> Any:
         raise ConfigError(f"{path}: missing 'type' (one of {', '.join(registry)})")
     obj = registry.get(cfg["type"], path=join_path(path, "type"))
     check_keys(cfg, obj, path, extra)
-    return _call(obj, cfg, path, extra, typed=True)
+    return _call(obj, cfg, path, extra)
 
 
 def instantiate(cls: Callable, cfg: Mapping | None, path: str, **extra: Any) -> Any:
@@ -197,25 +245,7 @@ def instantiate(cls: Callable, cfg: Mapping | None, path: str, **extra: Any) -> 
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{path}: expected a mapping, got {cfg!r}")
     check_keys(cfg, cls, path, extra, typed=False)
-    if dataclasses.is_dataclass(cls):
-        return _typed_section(cls, cfg, path, extra)
-    return _call(cls, cfg, path, extra, typed=False)
-
-
-def _typed_section(cls: type, cfg: Mapping, path: str, extra: dict[str, Any]) -> Any:
-    """A typed section (a dataclass) from `cfg`: a field annotated with a dataclass takes a
-    sub-dict, built the same way; then the object's `check(path)` (ranges, choices), if
-    it has one."""
-    hints = type_hints(cls)
-    kwargs = dict(cfg)
-    for key, value in cfg.items():
-        sub = known_class(hints.get(key))
-        if value is not None and sub is not None and dataclasses.is_dataclass(sub):
-            kwargs[key] = instantiate(sub, value, join_path(path, key))
-    obj = cls(**kwargs, **extra)  # sub-dicts that are components keep their key paths
-    if hasattr(obj, "check"):
-        obj.check(path)
-    return obj
+    return _call(cls, cfg, path, extra)
 
 
 def known_class(annotation: Any) -> type | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .build import check_keys, join_path, known_class
+from .build import check_keys, join_path, known_class, valid_keys
 from .registry import SECTION_SCHEMAS, find_component
 from .types import type_hints
 
@@ -45,7 +45,17 @@ def schema_for(
         return SECTION_SCHEMAS[path]
     if parent is None or key is None:
         return None
-    return known_class(type_hints(parent).get(key))
+    cls = known_class(type_hints(parent).get(key))
+    return cls if cls is not None and _has_signature(cls) else None
+
+
+def _has_signature(cls: type) -> bool:
+    """Whether the constructor's arguments can be read (not so for some C types)."""
+    try:
+        valid_keys(cls)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_tree(node: Any, path: str = "", schema: Callable | None = None) -> None:

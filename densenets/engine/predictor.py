@@ -176,8 +176,9 @@ class Predictor:
         if _is_exported(weights):  # an .onnx / .pt2 file of tools/export.py runs in place of the model
             from densenets.export.runtime import ExportedModel
 
-            model_cls = MODELS.get(self.cfg.model["type"], path="model.type")
-            self.model = ExportedModel(weights, input_key_of(model_cls), self.device)
+            model_type = (self.cfg.get("model") or {}).get("type")  # None: the file's task tells
+            key = input_key_of(MODELS.get(model_type, path="model.type")) if model_type else None
+            self.model = ExportedModel(weights, key, self.device)
         else:
             self.model = build(self.cfg.model, MODELS).to(self.device).eval()
         self.input_key = input_key_of(self.model)  # the item key of the image ("lr" for EDSR)

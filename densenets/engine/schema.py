@@ -17,6 +17,8 @@ from typing import Any
 
 from densenets.config import SECTION_SCHEMAS, ConfigError, instantiate, register_section
 
+from .lr_schedules import SCHEDULES, WARMUPS
+
 __all__ = [
     "TrainConfig",
     "OptimizerConfig",
@@ -30,8 +32,6 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("SGD", "AdamW")
-SCHEDULERS = ("MultiStepLR", "CosineLR", "PolyLR", "ConstantLR")
-WARMUP_METHODS = ("linear", "constant")
 AMP_DTYPES = (None, "float16", "bfloat16")
 CLIP_TYPES = ("norm", "value")
 
@@ -72,10 +72,15 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    """`train.scheduler`: an LR factor per iteration, after an optional warmup."""
+    """`train.scheduler`: an LR factor per iteration, after an optional warmup.
+
+    `type` names a class of `lr_schedules.SCHEDULES`, which takes the keys it needs.
+    `steps` (MultiStepLR) count iterations, or epochs with `by_epoch: true` (converted
+    as `train.epochs` is, with the training set's length)."""
 
     type: str = "MultiStepLR"
     steps: list[int] = field(default_factory=list)
+    by_epoch: bool = False
     gamma: float = 0.1
     power: float = 0.9
     min_factor: float = 0.0
@@ -84,8 +89,8 @@ class SchedulerConfig:
     warmup_method: str = "linear"
 
     def check(self, path: str) -> None:
-        _choice(self.type, SCHEDULERS, f"{path}.type")
-        _choice(self.warmup_method, WARMUP_METHODS, f"{path}.warmup_method")
+        _choice(self.type, tuple(SCHEDULES), f"{path}.type")
+        _choice(self.warmup_method, tuple(WARMUPS), f"{path}.warmup_method")
         if list(self.steps) != sorted(self.steps):
             raise ConfigError(f"{path}.steps: must be increasing, got {list(self.steps)}")
         _positive(self.warmup_iters, f"{path}.warmup_iters", strict=False)

@@ -2,7 +2,7 @@
 
 from . import edsr, resnet  # noqa: F401
 from .base import Backbone, check_in_features
-from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem
+from .resnet import PRESETS, BasicBlock, Bottleneck, ResNet, ResNetStem, conv3x3_class
 from .weights import load_pretrained_weights, load_weights, resolve_weights
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ResNetStem",
     "BasicBlock",
     "Bottleneck",
+    "conv3x3_class",
     "PRESETS",
     "load_weights",
     "load_pretrained_weights",

@@ -99,7 +99,24 @@ class _Shortcut(nn.Module):
 
 
 class _ResidualBlock(nn.Module):
-    """What both blocks share: the projection shortcut, stochastic depth, the final ReLU."""
+    """What both blocks share: a branch of `num_convs` conv + norm (+ ReLU but the last),
+    the projection shortcut, stochastic depth, the final ReLU."""
+
+    num_convs: int  # the branch is conv1/norm1 .. conv{num_convs}/norm{num_convs}
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The branch's last norm (zero-initialised by ``zero_init_residual``)."""
+        return getattr(self, f"norm{self.num_convs}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for i in range(1, self.num_convs + 1):
+            act = self.relu if i < self.num_convs else None
+            out = conv_norm_act(
+                out, getattr(self, f"conv{i}"), getattr(self, f"norm{i}"), act, self.fuse_norm
+            )
+        return self._residual(out, x)
 
     def _init_residual(
         self,
@@ -139,6 +156,8 @@ class BasicBlock(_ResidualBlock):
         avg_down: ResNet-D shortcut (average pool, then a stride-1 1x1 conv).
     """
 
+    num_convs = 2
+
     def __init__(
         self,
         in_channels: int,
@@ -155,15 +174,6 @@ class BasicBlock(_ResidualBlock):
         self.conv2 = _conv(out_channels, out_channels, 3, 1, dilation)
         self.norm2 = get_norm(norm, out_channels)
         self._init_residual(in_channels, out_channels, stride, norm, drop_path, avg_down)
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.norm2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_norm_act(x, self.conv1, self.norm1, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv2, self.norm2, None, self.fuse_norm)
-        return self._residual(out, x)
 
 
 class Bottleneck(_ResidualBlock):
@@ -185,6 +195,8 @@ class Bottleneck(_ResidualBlock):
         drop_path: stochastic-depth drop probability of the residual branch.
         avg_down: ResNet-D shortcut (average pool, then a stride-1 1x1 conv).
     """
+
+    num_convs = 3
 
     def __init__(
         self,
@@ -212,16 +224,6 @@ class Bottleneck(_ResidualBlock):
         self.conv3 = _conv(width, out_channels, 1)
         self.norm3 = get_norm(norm, out_channels)
         self._init_residual(in_channels, out_channels, stride, norm, drop_path, avg_down)
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.norm3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_norm_act(x, self.conv1, self.norm1, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv2, self.norm2, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv3, self.norm3, None, self.fuse_norm)
-        return self._residual(out, x)
 
 
 class ResNetStem(nn.Module):
