@@ -42,6 +42,10 @@ def test_one_base_on_meta_arch():
     assert issubclass(DETR, SingleScaleDETR) and issubclass(DABDETR, SingleScaleDETR)
     assert issubclass(DeformableDETR, MultiScaleDETR) and issubclass(DINO, MultiScaleDETR)
     assert not issubclass(DABDETR, DETR) and not issubclass(DINO, DeformableDETR)
+    assert not {"preprocess", "device"} & set(vars(DETRBase))  # MetaArch's
+    for cls in (SingleScaleDETR, MultiScaleDETR, *MEMBERS):  # the family's, held once by DETRBase
+        assert not {"forward", "from_config", "prepare_targets", "postprocess"} & set(vars(cls)), cls
+    assert all(m.input_key == "image" for m in MEMBERS)
     assert issubclass(DINOTransformer, DeformableTransformer)
     # DINO's transformer runs its parent's constructor with DINO's own switches.
     t = DINOTransformer(32, 4, 1, 2, 64, num_levels=2)
