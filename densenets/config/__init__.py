@@ -1,28 +1,35 @@
-"""The config system: YAML files with `_base_` inheritance, overrides, registries."""
+"""The config system: YAML files with `_base_` inheritance, overrides, registries, and
+the one way from a config dict to an object (`build`, `instantiate`, in build.py)."""
 
+from .build import (
+    ConfigError,
+    build,
+    check_keys,
+    config_value,
+    construct,
+    did_you_mean,
+    instantiate,
+    join_path,
+    key_path,
+    to_plain,
+)
 from .config import ConfigNode, apply_overrides, dump_config, load_config, parse_value, validate_config
 from .paths import bundled_config, bundled_config_dirs, find_config
-from .registry import (
-    BACKBONES,
-    DATASETS,
-    EVALUATORS,
-    HEADS,
-    MODELS,
-    NECKS,
-    SECTION_SCHEMAS,
-    TRANSFORMS,
-    VISUALIZERS,
-    ConfigError,
-    Registry,
-    build,
-    register_section,
-)
+from .registry import *  # noqa: F403 - the registries, Registry, register_section
+from .registry import __all__ as _registry_names
 
 __all__ = [
-    "ConfigNode",
     "ConfigError",
-    "Registry",
     "build",
+    "instantiate",
+    "check_keys",
+    "config_value",
+    "construct",
+    "did_you_mean",
+    "join_path",
+    "key_path",
+    "to_plain",
+    "ConfigNode",
     "load_config",
     "find_config",
     "bundled_config",
@@ -31,14 +38,5 @@ __all__ = [
     "apply_overrides",
     "parse_value",
     "validate_config",
-    "register_section",
-    "SECTION_SCHEMAS",
-    "MODELS",
-    "BACKBONES",
-    "NECKS",
-    "HEADS",
-    "DATASETS",
-    "TRANSFORMS",
-    "EVALUATORS",
-    "VISUALIZERS",
+    *_registry_names,
 ]

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from .build import ConfigError, did_you_mean, join_path, to_plain, valid_keys
 from .custom_imports import import_custom_modules
 from .paths import find_config
-from .registry import SECTION_SCHEMAS, ConfigError, check_keys, closest, find_component, valid_keys
+from .tree import check_tree, schema_for
 
 # The sections of an experiment file; top-level keys starting with `_` are the user's
 # own (e.g. YAML anchors) and left alone.
@@ -69,7 +70,7 @@ class ConfigNode(dict):
             self[k] = v
 
     def _child_path(self, key: Any) -> str:
-        return f"{self._key_path}.{key}" if self._key_path else str(key)
+        return join_path(self._key_path, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, _wrap(value, self._child_path(key)))
@@ -94,7 +95,7 @@ class ConfigNode(dict):
 
     def to_dict(self) -> dict:
         """A plain nested dict/list copy (for YAML, checkpoints and constructors)."""
-        return _plain(self)
+        return to_plain(self)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
@@ -113,14 +114,6 @@ def _wrap(value: Any, path: str) -> Any:
         return ConfigNode(value, path)
     if isinstance(value, (list, tuple)):
         return [_wrap(v, f"{path}.{i}") for i, v in enumerate(value)]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return value
 
 
@@ -186,48 +179,33 @@ def _strip_delete(d: Any) -> Any:
     return d
 
 
-def _schema_for(node: Mapping, path: str):
-    """The class whose signature lists `node`'s valid keys, if any."""
-    if "type" in node and isinstance(node["type"], str):
-        component = find_component(node["type"])
-        if component is not None:
-            return component
-    return SECTION_SCHEMAS.get(path)
-
-
-def _check_new_key(node: Mapping, key: str, path: str, add: bool, created: bool) -> None:
-    """May an override add `key` to `node`? Keys of a checked dict (a registered section
-    or a component with `type`) must be its constructor's arguments, with or without
-    `+`; elsewhere `+` adds any key and a plain override must name an existing key,
-    unless `node` was made by this override (then whatever builds it checks it)."""
-    full = f"{path}.{key}" if path else key
+def _check_new_key(node: Mapping, key: str, path: str, schema, add: bool, created: bool) -> None:
+    """May an override add `key` to `node`? Keys of a checked dict (one `schema` checks:
+    a registered section, a component with `type`, a sub-dict its parent annotates) must
+    be its constructor's arguments, with or without `+`; elsewhere `+` adds any key and a
+    plain override must name an existing key, unless `node` was made by this override."""
+    full = join_path(path, key)
     if not path:  # the root holds the experiment's sections
         if key in TOP_LEVEL_KEYS or key.startswith("_"):
             return
         raise ConfigError(_unknown_section(key))
-    schema = _schema_for(node, path)
     if schema is not None:
         keys, var_kw = valid_keys(schema)
         if var_kw or key in keys:
             return
-        message = f"{full}: unknown key" + _guess(key, keys | set(node))
+        message = f"{full}: unknown key" + did_you_mean(key, keys | set(node))
         if add:
             allowed = ", ".join(sorted(keys - {"type"}))
             message += f" ({path} is a checked section: {key} is not one of {allowed})"
         raise ConfigError(message)
     if add or created:
         return
-    raise ConfigError(f"{full}: unknown key" + _guess(key, set(node)) + f" (to add it: +{full}=...)")
-
-
-def _guess(key: str, candidates: set[str]) -> str:
-    guess = closest(key, candidates)
-    return f", did you mean {guess}?" if guess else ""
+    raise ConfigError(f"{full}: unknown key" + did_you_mean(key, set(node)) + f" (to add it: +{full}=...)")
 
 
 def _unknown_section(key: str) -> str:
     return (
-        f"{key}: unknown top-level section{_guess(key, set(TOP_LEVEL_KEYS))} "
+        f"{key}: unknown top-level section{did_you_mean(key, set(TOP_LEVEL_KEYS))} "
         f"(sections: {', '.join(TOP_LEVEL_KEYS)}; keys starting with _ are free)"
     )
 
@@ -248,6 +226,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"override {item!r}: empty key")
         node: Any = cfg
         created = False
+        schema = None
         for depth, part in enumerate(parts):
             path = ".".join(parts[:depth])
             last = depth == len(parts) - 1
@@ -256,7 +235,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
                     raise ConfigError(f"{'.'.join(parts[: depth + 1])}: no such list index")
                 part = int(part)
             elif part not in node:
-                _check_new_key(node, part, path, add, created)
+                _check_new_key(node, part, path, schema, add, created)
                 if not last:
                     node[part], created = {}, True
             if last:
@@ -264,29 +243,25 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
                 break
             if node[part] is None:  # `train.ema: null` overridden by `train.ema.decay=0.99`
                 node[part], created = {}, True
+            schema = schema_for(node[part], join_path(path, part), schema, str(part))
             node = node[part]
             if not isinstance(node, (dict, list)):
                 raise ConfigError(f"{'.'.join(parts[: depth + 1])}: is a value, not a mapping")
     return cfg
 
 
-def validate_config(cfg: Mapping, path: str = "") -> None:
-    """Check the top-level sections, and every dict whose `type` is registered (and every
-    registered section) against its constructor's signature and type hints; raises
-    ConfigError naming the key path."""
-    if isinstance(cfg, Mapping) and not path:
-        for key in cfg:
-            if key not in TOP_LEVEL_KEYS and not str(key).startswith("_"):
-                raise ConfigError(_unknown_section(str(key)))
-    if isinstance(cfg, Mapping):
-        schema = _schema_for(cfg, path)
-        if schema is not None:
-            check_keys(cfg, schema, path, require=False)
-        for k, v in cfg.items():
-            validate_config(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(cfg, list):
-        for i, v in enumerate(cfg):
-            validate_config(v, f"{path}.{i}")
+def validate_config(cfg: Mapping) -> None:
+    """Check the top-level sections, and every dict of the tree whose class is known (a
+    registered `type`, a registered section, a sub-dict its parent's constructor
+    annotates; see tree.py) against that constructor's signature and type hints.
+
+    Raises:
+        ConfigError: naming the key path (and the closest valid key, for a typo).
+    """
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS and not str(key).startswith("_"):
+            raise ConfigError(_unknown_section(str(key)))
+    check_tree(cfg)
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), validate: bool = True) -> ConfigNode:
@@ -319,5 +294,5 @@ def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
-        yaml.safe_dump(_plain(cfg), f, sort_keys=False, default_flow_style=None)
+        yaml.safe_dump(to_plain(cfg), f, sort_keys=False, default_flow_style=None)
     os.replace(tmp, path)

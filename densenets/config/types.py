@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["check_value", "type_hints", "describe", "POSITIVE_KEYS"]
+__all__ = ["check_value", "type_hints", "describe", "is_union", "POSITIVE_KEYS"]
 
 # Constructor arguments that must be positive integers wherever they appear.
 POSITIVE_KEYS = frozenset(
@@ -53,7 +53,7 @@ def type_hints(obj: Callable) -> dict[str, Any]:
     return hints
 
 
-def _is_union(tp: Any) -> bool:
+def is_union(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 
 
@@ -63,7 +63,7 @@ def _matches(value: Any, tp: Any) -> bool:
         return True
     if tp is type(None) or tp is None:
         return value is None
-    if _is_union(tp):
+    if is_union(tp):
         return any(_matches(value, arg) for arg in typing.get_args(tp))
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
@@ -89,7 +89,7 @@ def _matches(value: Any, tp: Any) -> bool:
 
 def describe(tp: Any) -> str:
     """Words for what `tp` allows: `an integer`, `a list of numbers`, `null`, ..."""
-    if _is_union(tp):
+    if is_union(tp):
         return " or ".join(dict.fromkeys(describe(a) for a in typing.get_args(tp)))
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
@@ -114,7 +114,7 @@ def _plural(tp: Any) -> str:
 
 def check_value(value: Any, annotation: Any, path: str) -> None:
     """Raise ConfigError when `value` does not fit `annotation` (or a positive-key rule)."""
-    from .registry import ConfigError
+    from .build import ConfigError
 
     if not _matches(value, annotation):
         raise ConfigError(f"{path}: expected {describe(annotation)}, got {value!r}")

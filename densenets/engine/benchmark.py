@@ -19,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from densenets.config import MODELS, build
+from densenets.modeling.meta_arch import input_key_of
 
 from .device import resolve_device
 from .launch import get_class_names
@@ -91,13 +92,12 @@ def benchmark(
     cfg, size: tuple[int, int], batch: int, warmup: int, repeats: int, device: str, train: bool
 ) -> list[dict]:
     dev = resolve_device(device)
-    infer = parse_section("infer", cfg.get("infer"))
     tcfg = parse_section("train", {**(cfg.get("train") or {}), "max_iter": 1, "epochs": None})
     model = build(cfg.model, MODELS).to(dev)
     rows = []
 
     model.eval()
-    inputs = _inputs(batch, size, infer.input_key)
+    inputs = _inputs(batch, size, input_key_of(model))
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             prediction = model(inputs[:1])[0]

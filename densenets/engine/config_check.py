@@ -1,12 +1,12 @@
 """Checks that run on a whole experiment config before anything runs.
 
 `check_config` is what `tools/train.py` and `tools/print_config.py` both run after
-`load_config` (which already checks the top-level sections, every key against its
-constructor's signature and every value against its type hints): it parses the
-`train`, `data` and `infer` sections (ranges, choices) and builds the model on the
-`meta` device, so that a mistake inside a nested model dict (`model.rpn.anchor_generator`,
-a `depth` of 51, a negative `num_classes`) is a one-line `ConfigError` at load time,
-without allocating weights or reading any file.
+`load_config` (which already checks the top-level sections and every key and value of
+the whole tree, model sub-dicts included, against the constructors' signatures and
+type hints): it parses the `train`, `data` and `infer` sections (ranges, choices) and
+builds the model on the `meta` device, so that what only a constructor checks (a `depth`
+of 51, anchors that differ per level) is a one-line `ConfigError` too, without
+allocating weights or reading any file.
 
 `run_differences` lists what a resumed run would change about the run in a checkpoint.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from densenets.config import MODELS, ConfigError, ConfigNode, build
+from densenets.config import MODELS, ConfigError, ConfigNode, build, join_path, to_plain
 
 from .schema import parse_section
 
@@ -83,7 +83,7 @@ def check_config(cfg: Mapping) -> None:
 def _flatten(node: Any, path: str, out: dict[str, Any]) -> dict[str, Any]:
     if isinstance(node, Mapping) and node:
         for k, v in node.items():
-            _flatten(v, f"{path}.{k}", out)
+            _flatten(v, join_path(path, k), out)
     else:
         out[path] = node
     return out
@@ -98,16 +98,8 @@ def _run_view(cfg: Mapping) -> dict[str, Any]:
         node: Any = view
         for part in key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        _flatten(_plain(node), key, out)
+        _flatten(to_plain(node), key, out)
     return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def run_differences(saved: Mapping, current: Mapping) -> list[str]:

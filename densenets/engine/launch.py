@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .device import config_device, init_distributed
 from .ema import ModelEMA
 from .hooks import CheckpointHook, EvalHook, LoggingHook
 from .inference import inference_on_dataset
+from .lr_schedules import epoch_to_iter
 from .optim import WarmupLR, build_optimizer
 from .run_dir import RunLock, prepare_run_dir
 from .schema import parse_section
@@ -93,7 +94,8 @@ def build_trainer(
     if dcfg.train is None:
         raise ConfigError("data.train: a training dataset is needed")
     train_set = build(dcfg.train, DATASETS)
-    max_iter = tcfg.max_iter or math.ceil(tcfg.epochs * len(train_set) / tcfg.batch_size)
+    iters_per_epoch = Fraction(len(train_set), tcfg.batch_size)
+    max_iter = tcfg.max_iter or epoch_to_iter(tcfg.epochs, iters_per_epoch)
 
     model = build(cfg.model, MODELS)
     if pretrained and not tcfg.weights:
@@ -104,7 +106,7 @@ def build_trainer(
         if missing or unexpected:
             logger.warning("%s: missing keys %s; unexpected keys %s", tcfg.weights, missing, unexpected)
     optimizer = build_optimizer(model, tcfg.optimizer)
-    scheduler = WarmupLR(optimizer, tcfg.scheduler, max_iter)
+    scheduler = WarmupLR(optimizer, tcfg.scheduler, max_iter, iters_per_epoch)
     ema = ModelEMA(model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema else None
     wrapped: nn.Module = model
     if comm.get_world_size() > 1:
@@ -130,7 +132,10 @@ def build_trainer(
     extra = {"config": _config_text(cfg)}
     # Class names and dataset category ids travel with every checkpoint (infer.py, Predictor).
     ids = getattr(train_set, "label_to_category_id", None)
-    extra["meta"] = {"class_names": get_class_names(cfg, train_set), "category_ids": list(ids) if ids else None}
+    extra["meta"] = {
+        "class_names": get_class_names(cfg, train_set),
+        "category_ids": list(ids) if ids else None,
+    }
     hooks = []
     eval_fn = _eval_fn(
         cfg, dcfg, output_dir, lambda: ema.module if ema is not None else unwrap_model(wrapped)

@@ -8,17 +8,19 @@ when those are set. Parameters with the same (lr, weight decay) share one group.
 
 from __future__ import annotations
 
-import bisect
-import math
+import dataclasses
+from collections.abc import Callable
+from fractions import Fraction
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from .lr_schedules import SCHEDULES, WARMUPS, epoch_to_iter
 from .schema import ClipGradConfig, OptimizerConfig, SchedulerConfig
 
-__all__ = ["build_optimizer", "param_groups", "clip_gradients", "WarmupLR", "build_scheduler"]
+__all__ = ["build_optimizer", "param_groups", "clip_gradients", "WarmupLR"]
 
 _NORMS = (
     nn.modules.batchnorm._NormBase,
@@ -91,66 +93,67 @@ def clip_gradients(params: list[nn.Parameter], cfg: ClipGradConfig | None) -> fl
 
 
 class WarmupLR(LRScheduler):
-    """LR = base LR × warmup(iter) × schedule(iter); call `step()` after every optimiser step.
+    """LR = base LR x warmup(iter) x schedule(iter); call `step()` after every optimiser step.
 
     Args:
         optimizer: its groups' current `lr` are the base LRs.
-        cfg: `train.scheduler`.
+        cfg: `train.scheduler`; its `type` names a class of `lr_schedules.SCHEDULES`.
         max_iter: the run's length (CosineLR, PolyLR).
+        iters_per_epoch: ``Fraction(len(train set), batch_size)``, which turns `steps` given
+            in epochs (`by_epoch`) into iterations as `train.epochs` is (`epoch_to_iter`).
     """
 
-    def __init__(self, optimizer: Optimizer, cfg: SchedulerConfig, max_iter: int) -> None:
-        self.kind, self.steps, self.gamma = cfg.type, [int(s) for s in cfg.steps], float(cfg.gamma)
-        self.power, self.min_factor, self.max_iter = float(cfg.power), float(cfg.min_factor), int(max_iter)
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        cfg: SchedulerConfig,
+        max_iter: int,
+        iters_per_epoch: Fraction | float | None = None,
+    ) -> None:
+        self.schedule = _schedule(cfg, iters_per_epoch)
+        self.max_iter = int(max_iter)
         self.warmup_iters, self.warmup_factor = int(cfg.warmup_iters), float(cfg.warmup_factor)
-        self.warmup_method = cfg.warmup_method
+        self.warmup = WARMUPS[cfg.warmup_method]
         super().__init__(optimizer)
 
     def factor(self, it: int) -> float:
         """The LR multiplier at iteration `it` (optimiser steps done)."""
-        t = min(it, self.max_iter) / max(self.max_iter, 1)
-        if self.kind == "MultiStepLR":
-            f = self.gamma ** bisect.bisect_right(self.steps, it)
-        elif self.kind == "CosineLR":
-            f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
-        elif self.kind == "PolyLR":
-            f = self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power
-        else:
-            f = 1.0
+        f = self.schedule(it, self.max_iter)
         if it < self.warmup_iters:
-            if self.warmup_method == "linear":
-                alpha = it / self.warmup_iters
-                f *= self.warmup_factor * (1 - alpha) + alpha
-            else:
-                f *= self.warmup_factor
+            f *= self.warmup(it / self.warmup_iters, self.warmup_factor)
         return f
 
     def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 
-    _CONFIG_KEYS = (
-        "kind",
-        "steps",
-        "gamma",
-        "power",
-        "min_factor",
-        "max_iter",
-        "warmup_iters",
-        "warmup_factor",
-        "warmup_method",
-    )
+    # From this run's config, not from a checkpoint.
+    _CONFIG_KEYS = ("schedule", "max_iter", "warmup_iters", "warmup_factor", "warmup")
+
+    def state_dict(self) -> dict:
+        """The position (iteration, base LRs, last LRs); the schedule comes from the config."""
+        return {k: v for k, v in super().state_dict().items() if k not in self._CONFIG_KEYS}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the position (iteration, base LRs) but keep this run's schedule, so a
         run resumed with a longer `max_iter` or new `steps` follows its config."""
         keep = {k: getattr(self, k) for k in self._CONFIG_KEYS}
-        super().load_state_dict(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k in self.__dict__})
         self.__dict__.update(keep)
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
-def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, max_iter: int) -> WarmupLR:
-    return WarmupLR(optimizer, cfg, max_iter)
+def _schedule(cfg: SchedulerConfig, iters_per_epoch: Fraction | float | None) -> Callable[[int, int], float]:
+    """The `SCHEDULES[cfg.type]` object with its fields from `cfg` (steps in iterations)."""
+    cls = SCHEDULES[cfg.type]
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}
+    if "steps" in kwargs:
+        steps = [int(s) for s in cfg.steps]
+        if cfg.by_epoch:
+            if iters_per_epoch is None:
+                raise ValueError("train.scheduler.by_epoch: the iterations per epoch are needed")
+            steps = [epoch_to_iter(s, iters_per_epoch) for s in steps]
+        kwargs["steps"] = tuple(steps)
+    return cls(**kwargs)

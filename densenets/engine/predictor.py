@@ -28,6 +28,7 @@ from densenets.config import (
     build,
     load_config,
 )
+from densenets.modeling.meta_arch import input_key_of
 
 from .device import resolve_device
 from .schema import parse_section
@@ -175,9 +176,12 @@ class Predictor:
         if _is_exported(weights):  # an .onnx / .pt2 file of tools/export.py runs in place of the model
             from densenets.export.runtime import ExportedModel
 
-            self.model = ExportedModel(weights, self.infer.input_key, self.device)
+            model_type = (self.cfg.get("model") or {}).get("type")  # None: the file's task tells
+            key = input_key_of(MODELS.get(model_type, path="model.type")) if model_type else None
+            self.model = ExportedModel(weights, key, self.device)
         else:
             self.model = build(self.cfg.model, MODELS).to(self.device).eval()
+        self.input_key = input_key_of(self.model)  # the item key of the image ("lr" for EDSR)
         if weights and not _is_exported(weights):
             checkpoint = load_checkpoint(weights)
             try:
@@ -206,7 +210,7 @@ class Predictor:
         for t in self.transforms:
             item = t(item)
         tensor = torch.from_numpy(np.ascontiguousarray(item.pop("image").transpose(2, 0, 1)))
-        item[self.infer.input_key] = tensor
+        item[self.input_key] = tensor
         return item
 
     @torch.no_grad()

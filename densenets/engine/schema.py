@@ -1,22 +1,23 @@
 """The `train`, `data` and `infer` config sections: their keys, defaults and checks.
 
-Each section is a dataclass registered with `register_section`, so `load_config`
-rejects a misspelt key with its full path; `parse_section` turns the config dict into
-the dataclass and checks the values (choices, ranges), raising `ConfigError` that
-names the key. Every key is documented in `docs/engine.md`.
+Each top-level section is a dataclass registered with `register_section`; its nested
+sections (`train.optimizer`, ...) are the fields annotated with a dataclass. So
+`load_config` rejects a misspelt key with its full path, and `parse_section` turns the
+config dict into the dataclass (`densenets.config.instantiate`) and runs each one's
+`check(path)` (choices, ranges), raising `ConfigError` that names the key. Every key is
+documented in `docs/engine.md`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from densenets.config import ConfigError, register_section
-from densenets.config.registry import closest
-from densenets.config.types import check_value, type_hints
+from densenets.config import SECTION_SCHEMAS, ConfigError, instantiate, register_section
+
+from .lr_schedules import SCHEDULES, WARMUPS
 
 __all__ = [
     "TrainConfig",
@@ -31,13 +32,10 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("SGD", "AdamW")
-SCHEDULERS = ("MultiStepLR", "CosineLR", "PolyLR", "ConstantLR")
-WARMUP_METHODS = ("linear", "constant")
 AMP_DTYPES = (None, "float16", "bfloat16")
 CLIP_TYPES = ("norm", "value")
 
 
-@register_section("train.optimizer")
 @dataclass
 class OptimizerConfig:
     """`train.optimizer`: the optimiser and its parameter groups."""
@@ -72,13 +70,17 @@ class OptimizerConfig:
             raise ConfigError(f"{path}.betas: expected two numbers, got {list(self.betas)}")
 
 
-@register_section("train.scheduler")
 @dataclass
 class SchedulerConfig:
-    """`train.scheduler`: an LR factor per iteration, after an optional warmup."""
+    """`train.scheduler`: an LR factor per iteration, after an optional warmup.
+
+    `type` names a class of `lr_schedules.SCHEDULES`, which takes the keys it needs.
+    `steps` (MultiStepLR) count iterations, or epochs with `by_epoch: true` (converted
+    as `train.epochs` is, with the training set's length)."""
 
     type: str = "MultiStepLR"
     steps: list[int] = field(default_factory=list)
+    by_epoch: bool = False
     gamma: float = 0.1
     power: float = 0.9
     min_factor: float = 0.0
@@ -87,15 +89,14 @@ class SchedulerConfig:
     warmup_method: str = "linear"
 
     def check(self, path: str) -> None:
-        _choice(self.type, SCHEDULERS, f"{path}.type")
-        _choice(self.warmup_method, WARMUP_METHODS, f"{path}.warmup_method")
+        _choice(self.type, tuple(SCHEDULES), f"{path}.type")
+        _choice(self.warmup_method, tuple(WARMUPS), f"{path}.warmup_method")
         if list(self.steps) != sorted(self.steps):
             raise ConfigError(f"{path}.steps: must be increasing, got {list(self.steps)}")
         _positive(self.warmup_iters, f"{path}.warmup_iters", strict=False)
         _positive(self.gamma, f"{path}.gamma")
 
 
-@register_section("train.clip_grad")
 @dataclass
 class ClipGradConfig:
     """`train.clip_grad`: clip gradients by total norm or by value before each step."""
@@ -109,7 +110,6 @@ class ClipGradConfig:
         _positive(self.max, f"{path}.max")
 
 
-@register_section("train.ema")
 @dataclass
 class EMAConfig:
     """`train.ema`: exponential moving average of the weights (used for evaluation)."""
@@ -188,27 +188,24 @@ class InferConfig:
 
     visualizer: dict | None = None
     batch_size: int = 4
-    input_key: str = "image"
     input_size: list[int] | None = None
     weights: str | None = None  # what eval.py / infer.py load without --weights ("none": none on purpose)
     max_pixels: int | None = 178956970  # larger images are refused unread (Pillow's limit; null: none)
+    # Removed: the model declares the item key it reads (`input_key`: EDSR "lr"). Kept
+    # only so that an old config gets this message instead of "unknown key".
+    input_key: Any = None
 
     def check(self, path: str) -> None:
+        if self.input_key is not None:
+            raise ConfigError(
+                f"{path}.input_key: no longer a config key, the model declares its input "
+                f"(EDSR reads 'lr', every other model 'image'); delete this line"
+            )
         _positive(self.batch_size, f"{path}.batch_size")
         if self.max_pixels is not None:
             _positive(self.max_pixels, f"{path}.max_pixels")
-        _choice(self.input_key, ("image", "lr"), f"{path}.input_key")
         if self.input_size is not None and len(self.input_size) != 2:
             raise ConfigError(f"{path}.input_size: expected [H, W], got {self.input_size}")
-
-
-_NESTED = {
-    ("train", "optimizer"): OptimizerConfig,
-    ("train", "scheduler"): SchedulerConfig,
-    ("train", "clip_grad"): ClipGradConfig,
-    ("train", "ema"): EMAConfig,
-}
-_SECTIONS = {"train": TrainConfig, "data": DataConfig, "infer": InferConfig}
 
 
 def parse_section(name: str, node: Mapping | None) -> Any:
@@ -221,36 +218,13 @@ def parse_section(name: str, node: Mapping | None) -> Any:
     Raises:
         ConfigError: an unknown key or a bad value, naming its key path.
     """
-    return _parse(_SECTIONS[name], node or {}, name)
+    return instantiate(SECTION_SCHEMAS[name], node, name)
 
 
 def check_device(device: Any, path: str) -> None:
     """`auto`, `cpu`, `cuda`, `cuda:N` or `mps` (whether it exists is checked at run time)."""
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise ConfigError(f"{path}: expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
-
-
-def _parse(cls: type, node: Mapping, path: str) -> Any:
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {node!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    hints = type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in node.items():
-        if key not in names:
-            guess = closest(key, names)
-            raise ConfigError(f"{path}.{key}: unknown key" + (f", did you mean {guess}?" if guess else ""))
-        if key in hints:
-            check_value(value, hints[key], f"{path}.{key}")
-        sub = _NESTED.get((path, key))
-        if sub is not None and value is not None:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{path}.{key}: expected a mapping, got {value!r}")
-            value = _parse(sub, value, f"{path}.{key}")
-        kwargs[key] = value  # components (data.train, infer.visualizer) keep their key paths
-    obj = cls(**kwargs)
-    obj.check(path)
-    return obj
 
 
 def _choice(value: Any, choices: tuple, path: str) -> None:

@@ -88,7 +88,7 @@ def _flatten_levels(srcs, masks, pos, level_embed):
 @contextlib.contextmanager
 def traceable_levels(model) -> Iterator[None]:
     """Run `model.predict` on one unpadded image with level sizes taken from shapes."""
-    from densenets.modeling.detection import deformable_detr, dino
+    from densenets.modeling.detection import deformable_detr, deformable_transformer
 
     sizes: list = []
 
@@ -104,16 +104,16 @@ def traceable_levels(model) -> Iterator[None]:
         return _encoder_proposals(sizes, memory, mask)
 
     encoder = model.transformer.encoder
-    saved = (deformable_detr.flatten_levels, deformable_detr.encoder_proposals, dino.encoder_proposals)
+    saved = (deformable_transformer.flatten_levels, deformable_detr.encoder_proposals)
     model.features = features
     encoder.reference_points = lambda mem: _reference_points(sizes, mem)
-    deformable_detr.flatten_levels = flatten_levels
-    deformable_detr.encoder_proposals = dino.encoder_proposals = proposals
+    deformable_transformer.flatten_levels = flatten_levels
+    deformable_detr.encoder_proposals = proposals
     try:
         yield
     finally:
         del model.features, encoder.reference_points
-        deformable_detr.flatten_levels, deformable_detr.encoder_proposals, dino.encoder_proposals = saved
+        deformable_transformer.flatten_levels, deformable_detr.encoder_proposals = saved
 
 
 class DeformableDETRExport(DETRExport):

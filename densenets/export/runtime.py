@@ -46,17 +46,17 @@ class ExportedModel:
 
     Args:
         path: an `.onnx` file or a `.pt2` program written by `tools/export.py`.
-        input_key: the item key of the image (`image`; `lr` for super-resolution).
+        input_key: the item key of the image: the exported model's `input_key` (`image`;
+            `lr` for EDSR); None takes it from the task the file's outputs name.
         device: where the outputs go (ONNX Runtime picks its provider from it).
     """
 
     training = False
 
     def __init__(
-        self, path: str | os.PathLike, input_key: str = "image", device: str | torch.device = "cpu"
+        self, path: str | os.PathLike, input_key: str | None = None, device: str | torch.device = "cpu"
     ) -> None:
         self.path = str(path)
-        self.input_key = input_key
         self.device = torch.device(device)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such exported model")
@@ -75,6 +75,11 @@ class ExportedModel:
             self.task = {3: "detection"}.get(
                 len(names), "super_resolution" if input_key == "lr" else "segmentation"
             )
+        if input_key is None:  # the task tells the model family, whose class declares its key
+            from densenets.modeling.super_resolution import EDSR
+
+            input_key = EDSR.input_key if self.task == "super_resolution" else "image"
+        self.input_key = input_key
 
     def eval(self) -> ExportedModel:
         return self

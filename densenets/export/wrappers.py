@@ -114,12 +114,12 @@ def wrap_model(model: nn.Module) -> nn.Module:
 
     wrappers = {EncoderDecoder: SegmentationExport, EDSR: SuperResolutionExport, FasterRCNN: FasterRCNNExport}
     try:
-        from densenets.modeling.detection import DETR, DeformableDETR
+        from densenets.modeling.detection import MultiScaleDETR, SingleScaleDETR
 
         from .deformable import DeformableDETRExport
 
-        wrappers[DeformableDETR] = DeformableDETRExport  # DINO too; before DETR, its base class
-        wrappers[DETR] = DETRExport
+        wrappers[MultiScaleDETR] = DeformableDETRExport  # Deformable DETR, DINO
+        wrappers[SingleScaleDETR] = DETRExport  # DETR, DAB-DETR
     except ImportError:  # pragma: no cover
         pass
     for cls, wrapper in wrappers.items():

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, OSError, TypeError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    key = predictor.infer.input_key
+    key = predictor.input_key
     item = predictor.prepare(photo())
     image = item[key] if args.input_size is None else example_image(*args.input_size)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check(predictor, exported, item, task, compare, CheckError, torch) -> int:  # noqa: N803
     """The model (its single-pass test mode) and the file on the same prepared photo."""
     model = predictor.model
-    item = {**item, "orig_size": tuple(item[predictor.infer.input_key].shape[-2:])}
+    item = {**item, "orig_size": tuple(item[predictor.input_key].shape[-2:])}
     saved = _single_pass(model)
     try:
         with torch.no_grad():
@@ -104,7 +104,7 @@ def _check(predictor, exported, item, task, compare, CheckError, torch) -> int: 
     finally:
         _restore(model, saved)
     try:
-        summary = compare(task, reference, exported.run(item[predictor.infer.input_key]))
+        summary = compare(task, reference, exported.run(item[predictor.input_key]))
     except CheckError as e:
         print(f"check FAILED: {exported.path}: {e}", file=sys.stderr)
         return 1

@@ -67,7 +67,7 @@ def prepare_images(args: argparse.Namespace, predictor: Any, output: Path, repor
 
     icfg = predictor.infer
     folder = ImageFolder(
-        args.input, predictor.transforms, keep_original=True, input_key=icfg.input_key,
+        args.input, predictor.transforms, keep_original=True, input_key=predictor.input_key,
         max_pixels=icfg.max_pixels, exclude=[output],
     )  # fmt: skip
     for s in folder.skipped:

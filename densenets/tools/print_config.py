@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Print the fully merged config: `tools/print_config.py --config FILE [key=value ...]`.
 
-Runs the same checks as `tools/train.py` before printing (top-level sections, every
-key and value, the model built on the `meta` device), so a config that prints trains.
+Runs the same checks as `tools/train.py` before printing (top-level sections, every key
+and value of the whole tree, model sub-dicts included, then the model built on the `meta`
+device), so a config that prints trains.
 """
 
 import argparse

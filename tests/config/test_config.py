@@ -32,10 +32,8 @@ def toy_registry(monkeypatch):
 
     @reg.register()
     class Model:
-        extra_config_keys = ("note",)
-
-        def __init__(self, backbone, num_classes: int = 80):
-            self.backbone, self.num_classes = backbone, num_classes
+        def __init__(self, backbone, num_classes: int = 80, note: str = ""):
+            self.backbone, self.num_classes, self.note = backbone, num_classes, note
 
         @classmethod
         def from_config(cls, cfg, **extra):
@@ -129,7 +127,7 @@ def test_override_checks_constructor_signature(tmp_path, toy_registry):
     assert cfg.model.backbone.width == 128 and cfg.model.backbone.depth == 101
     with pytest.raises(ConfigError, match=r"model\.backbone\.deph: unknown key, did you mean depth\?"):
         load_config(tmp_path / "e.yaml", ["model.backbone.deph=50"])
-    # extra_config_keys of a from_config class count as valid
+    # every constructor argument is a valid key, also of a from_config class
     assert load_config(tmp_path / "e.yaml", ["model.note=hi"]).model.note == "hi"
 
 

@@ -93,7 +93,8 @@ _DAB = {
     **_DETR_FAMILY,
     "train.batch_size": 16,
     "train.epochs": 50,
-    "train.scheduler.steps": [40 * 7330],
+    "train.scheduler.steps": [40],
+    "train.scheduler.by_epoch": True,
     "model.num_queries": 300,
     "model.num_select": 300,
     "model.transformer.activation": "prelu",
@@ -111,7 +112,8 @@ _DEFORMABLE = {
     "train.optimizer.lr": 2.0e-4,
     "train.optimizer.lr_mults": {"sampling_offsets": 0.1, "reference_points": 0.1},
     "train.epochs": 50,
-    "train.scheduler.steps": [40 * 3665],
+    "train.scheduler.steps": [40],
+    "train.scheduler.by_epoch": True,
     "model.num_classes": 80,  # stated deviation: the official head has 91 (raw COCO ids)
     "model.num_queries": 300,
     "model.num_select": 100,
@@ -158,10 +160,10 @@ _DINO = {
 # return_interm_indices [1, 2, 3] (4scale) / [0, 1, 2, 3] (5scale), plus one extra level.
 _DINO_4SCALE = {**_DINO, "model.backbone.out_features": ["res3", "res4", "res5"]}
 _DINO_5SCALE = {**_DINO, "model.backbone.out_features": ["res2", "res3", "res4", "res5"]}
-_12E = {"train.epochs": 12, "train.scheduler.steps": [11 * 7330]}  # lr_drop 11
+_12E = {"train.epochs": 12, "train.scheduler.steps": [11], "train.scheduler.by_epoch": True}  # lr_drop 11
 # The official repository ships no 24-epoch config; the README's 24-epoch row drops at 20
 # (as mmdetection's dino-4scale_r50_8xb2-24e_coco.py, milestones [20]).
-_24E = {"train.epochs": 24, "train.scheduler.steps": [20 * 7330]}
+_24E = {"train.epochs": 24, "train.scheduler.steps": [20], "train.scheduler.by_epoch": True}
 
 # mmsegmentation *_r50-d8_4xb2-80k_cityscapes-512x1024.
 _MMSEG = {
@@ -234,7 +236,8 @@ RECIPES = {
         **_DETR_FAMILY,
         "train.batch_size": 64,
         "train.epochs": 500,
-        "train.scheduler.steps": [400 * 1833],
+        "train.scheduler.steps": [400],
+        "train.scheduler.by_epoch": True,
         "model.num_queries": 100,
         "model.transformer.dropout": 0.1,
         "model.transformer.activation": "relu",

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as tls
 
+from densenets.config import ConfigError
+from densenets.engine.lr_schedules import SCHEDULES, epoch_to_iter
 from densenets.engine.optim import WarmupLR, build_optimizer, clip_gradients, param_groups
-from densenets.engine.schema import ClipGradConfig, OptimizerConfig, SchedulerConfig
+from densenets.engine.schema import ClipGradConfig, OptimizerConfig, SchedulerConfig, parse_section
 
 BASE = 0.1
 N = 50
 
 
 def _ours(**cfg) -> list[float]:
+    return _curve(SchedulerConfig(**cfg), N)
+
+
+def _curve(cfg: SchedulerConfig, max_iter: int, iters_per_epoch=None) -> list[float]:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
-    sched = WarmupLR(opt, SchedulerConfig(**cfg), max_iter=N)
+    sched = WarmupLR(opt, cfg, max_iter, iters_per_epoch)
     lrs = []
-    for _ in range(N):
+    for _ in range(max_iter):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -180,3 +188,31 @@ def test_resumed_schedule_follows_the_new_config():
     longer.load_state_dict(short.state_dict())
     assert longer.last_epoch == 6 and longer.max_iter == 20
     assert opt2.param_groups[0]["lr"] == pytest.approx(BASE * (1 - 6 / 20))
+
+
+def test_epoch_milestones_give_the_hand_computed_iteration_curve():
+    # 100 images at 8 per step: 12.5 iterations an epoch, as `train.epochs` counts them;
+    # epochs 2 and 3 end at iterations ceil(25) = 25 and ceil(37.5) = 38.
+    ipe = Fraction(100, 8)
+    max_iter = epoch_to_iter(4, ipe)
+    assert max_iter == 50
+    by_epoch = SchedulerConfig(steps=[2, 3], by_epoch=True, gamma=0.5, warmup_iters=5)
+    by_hand = SchedulerConfig(steps=[25, 38], gamma=0.5, warmup_iters=5)
+    assert _curve(by_epoch, max_iter, ipe) == _curve(by_hand, max_iter)
+    # DETR's 500-epoch recipe on COCO train2017 (117266 images with objects, 64 a step):
+    # epoch 400 ends at 732913, the ceiling of 400 / 500 of the run's 916141 iterations
+    # (the file used to say 733200, i.e. 400 whole epochs of 1833 iterations).
+    coco = Fraction(117266, 64)
+    assert epoch_to_iter(500, coco) == 916141 and epoch_to_iter(400, coco) == 732913
+    with pytest.raises(ValueError, match=r"train\.scheduler\.by_epoch: the iterations per epoch are needed"):
+        _curve(by_epoch, max_iter)
+
+
+def test_schedule_types_are_the_registered_classes():
+    assert set(SCHEDULES) == {"MultiStepLR", "CosineLR", "PolyLR", "ConstantLR"}
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE)
+    sched = WarmupLR(opt, SchedulerConfig(type="PolyLR", power=2.0, min_factor=0.1), max_iter=10)
+    assert sched.schedule == SCHEDULES["PolyLR"](power=2.0, min_factor=0.1)
+    assert "schedule" not in sched.state_dict() and "warmup" not in sched.state_dict()
+    with pytest.raises(ConfigError, match=r"train\.scheduler\.type: 'StepLR' is not one of"):
+        parse_section("train", {"max_iter": 1, "scheduler": {"type": "StepLR"}})

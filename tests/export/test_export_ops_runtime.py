@@ -223,3 +223,7 @@ def test_infer_tool_runs_an_onnx_file(tmp_path):
         expected = model([{"lr": torch.from_numpy(lr).permute(2, 0, 1).contiguous()}])[0]["sr"]
     got = torch.from_numpy(read_image(tmp_path / "out" / "sr" / "in.png")).permute(2, 0, 1)
     assert (got.int() - expected.int()).abs().max() <= 1
+    # Without the config, the file's output names tell the task, and the task EDSR's input key.
+    from densenets.export.runtime import ExportedModel
+
+    assert ExportedModel(tmp_path / "sr.onnx").input_key == "lr"

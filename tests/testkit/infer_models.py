@@ -69,6 +69,8 @@ class InferTinySegmenter(nn.Module):
 class InferTinyUpscaler(nn.Module):
     """×2 nearest-neighbour super-resolution of `lr`."""
 
+    input_key = "lr"  # the item key the tools feed (as EDSR declares it)
+
     def __init__(self):
         super().__init__()
         self.gain = nn.Parameter(torch.ones(()))

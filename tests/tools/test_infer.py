@@ -140,9 +140,7 @@ def test_segmentation_writes_label_pngs_at_original_size(folder, tmp_path, capsy
 
 def test_super_resolution_on_a_glob(folder, tmp_path, capsys):
     root, _ = folder
-    cfg = _config(
-        tmp_path / "sr.yaml", "InferTinyUpscaler", input_key="lr", visualizer={"type": "SRVisualizer"}
-    )
+    cfg = _config(tmp_path / "sr.yaml", "InferTinyUpscaler", visualizer={"type": "SRVisualizer"})
     out = tmp_path / "out"
     assert (
         infer.main(
@@ -204,7 +202,6 @@ def test_super_resolution_with_ground_truth_shows_psnr(tmp_path, capsys):
     cfg = _config(
         tmp_path / "sr.yaml",
         "InferTinyUpscaler",
-        input_key="lr",
         visualizer={"type": "SRVisualizer", "compare": True},
     )
     args = [
@@ -223,3 +220,14 @@ def test_super_resolution_with_ground_truth_shows_psnr(tmp_path, capsys):
     with_gt = read_image(tmp_path / "out/vis/x.png")
     assert plain.shape == with_gt.shape == (24, 64, 3)
     assert (plain != with_gt).any()  # the captions now carry the PSNR ("model inf dB")
+
+
+def test_a_config_with_the_removed_infer_input_key_is_a_one_line_error(folder, tmp_path, capsys):
+    """The model declares its input key (EDSR: `lr`); `infer.input_key` is gone from the schema."""
+    root, _ = folder
+    cfg = _config(tmp_path / "sr.yaml", "InferTinyUpscaler", input_key="lr")
+    args = ["--config", str(cfg), "--weights", "none", "--input", str(root / "a.png")]
+    assert infer.main([*args, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "infer.input_key: no longer a config key" in err[0], err
+    assert not (tmp_path / "out").exists()

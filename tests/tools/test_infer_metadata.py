@@ -230,7 +230,6 @@ def test_super_resolution_never_warns_about_class_names(tmp_path, caplog, capsys
     cfg = {
         "model": {"type": "InferTinyUpscaler"},
         "data": {"num_workers": 0, "val": {"type": "NoSuchDataset"}},
-        "infer": {"input_key": "lr"},
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     write_image(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))

@@ -15,6 +15,8 @@ from torch import nn
 from densenets.config import BACKBONES
 from densenets.layers import ShapeSpec
 
+from .base import Backbone
+
 __all__ = ["ResBlock", "EDSRBody"]
 
 
@@ -36,7 +38,7 @@ class ResBlock(nn.Module):
 
 
 @BACKBONES.register()
-class EDSRBody(nn.Module):
+class EDSRBody(Backbone):
     """`num_blocks` residual blocks, a closing conv and a long skip over all of them.
 
     Args:
@@ -49,11 +51,12 @@ class EDSRBody(nn.Module):
     def __init__(self, num_blocks: int = 16, channels: int = 64, res_scale: float = 1.0) -> None:
         super().__init__()
         if num_blocks < 0 or channels <= 0:
-            raise ValueError(f"EDSRBody: num_blocks must be >= 0 and channels > 0, got {num_blocks}, {channels}")
+            raise ValueError(
+                f"EDSRBody: num_blocks must be >= 0 and channels > 0, got {num_blocks}, {channels}"
+            )
         self.blocks = nn.Sequential(*(ResBlock(channels, res_scale) for _ in range(num_blocks)))
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.channels = channels
-        self.size_divisibility = 0
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """

@@ -22,7 +22,7 @@ State-dict layout (foreign layouts are mapped in `densenets.checkpoint.convert.r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,11 @@ from torch import nn
 
 from densenets.config import BACKBONES
 from densenets.layers import DropPath, ShapeSpec, conv_norm_act, freeze_batchnorm, get_norm
+from densenets.ops import DeformConv2d, ModulatedDeformConv2d
 
-__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS"]
+from .base import Backbone
+
+__all__ = ["ResNet", "ResNetStem", "BasicBlock", "Bottleneck", "PRESETS", "conv3x3_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +65,18 @@ def _conv(
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False)
 
 
-def _deform_conv(modulated: bool, channels: int, stride: int, dilation: int, groups: int) -> nn.Module:
-    from densenets.ops import DeformConv2d, ModulatedDeformConv2d
+# A 3x3 conv class for a bottleneck: called like `nn.Conv2d(in, out, 3, stride=,
+# padding=, dilation=, groups=, bias=False)`; `DeformConv2d` and `ModulatedDeformConv2d`
+# take the same arguments and predict their own offsets (and mask).
+ConvClass = Callable[..., nn.Module]
 
-    cls = ModulatedDeformConv2d if modulated else DeformConv2d
-    return cls(
-        channels, channels, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=False
-    )
+
+def conv3x3_class(deformable: bool = False, modulated: bool = False) -> ConvClass:
+    """The 3x3 conv of a bottleneck: `nn.Conv2d`, `DeformConv2d` (DCNv1, Dai et al.)
+    or `ModulatedDeformConv2d` (DCNv2, Zhu et al.)."""
+    if not deformable:
+        return nn.Conv2d
+    return ModulatedDeformConv2d if modulated else DeformConv2d
 
 
 class _Shortcut(nn.Module):
@@ -90,7 +98,52 @@ class _Shortcut(nn.Module):
         return conv_norm_act(x, self.conv, self.norm, fuse=self.fuse_norm)
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What both blocks share: a branch of `num_convs` conv + norm (+ ReLU but the last),
+    the projection shortcut, stochastic depth, the final ReLU."""
+
+    num_convs: int  # the branch is conv1/norm1 .. conv{num_convs}/norm{num_convs}
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The branch's last norm (zero-initialised by ``zero_init_residual``)."""
+        return getattr(self, f"norm{self.num_convs}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for i in range(1, self.num_convs + 1):
+            act = self.relu if i < self.num_convs else None
+            out = conv_norm_act(
+                out, getattr(self, f"conv{i}"), getattr(self, f"norm{i}"), act, self.fuse_norm
+            )
+        return self._residual(out, x)
+
+    def _init_residual(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        norm: str | dict,
+        drop_path: float,
+        avg_down: bool,
+    ) -> None:
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = _Shortcut(in_channels, out_channels, stride, norm, avg_down)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.relu = nn.ReLU(inplace=True)
+        self.fuse_norm = True
+
+    def _residual(self, branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """relu(drop_path(branch) + shortcut(x))."""
+        identity = x if self.shortcut is None else self.shortcut(x)
+        if self.drop_path is not None:
+            branch = self.drop_path(branch)
+        # `branch` is a fresh tensor that no backward needs, so it can be updated in place.
+        return branch.add_(identity).relu_()
+
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convs with a residual connection (ResNet-18/34).
 
     Args:
@@ -102,6 +155,8 @@ class BasicBlock(nn.Module):
         drop_path: stochastic-depth drop probability of the residual branch.
         avg_down: ResNet-D shortcut (average pool, then a stride-1 1x1 conv).
     """
+
+    num_convs = 2
 
     def __init__(
         self,
@@ -118,24 +173,10 @@ class BasicBlock(nn.Module):
         self.norm1 = get_norm(norm, out_channels)
         self.conv2 = _conv(out_channels, out_channels, 3, 1, dilation)
         self.norm2 = get_norm(norm, out_channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = _Shortcut(in_channels, out_channels, stride, norm, avg_down)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        self.relu = nn.ReLU(inplace=True)
-        self.fuse_norm = True
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.norm2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_norm_act(x, self.conv1, self.norm1, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv2, self.norm2, None, self.fuse_norm)
-        return _residual(out, x if self.shortcut is None else self.shortcut(x), self.drop_path)
+        self._init_residual(in_channels, out_channels, stride, norm, drop_path, avg_down)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3 (grouped, dilated or deformable), 1x1 expand, plus a shortcut.
 
     Args:
@@ -148,10 +189,14 @@ class Bottleneck(nn.Module):
         stride_in_1x1: put the stride on the first 1x1 conv (MSRA/detectron2) instead of the
             3x3 conv (torchvision, "ResNet v1.5").
         norm: `get_norm` spec.
-        deform: "" for a plain 3x3 conv, "dcn" for DCNv1, "mdcn" for modulated DCNv2.
+        conv3x3: the class of the 3x3 conv, called like `nn.Conv2d` (``(in, out, 3,
+            stride=, padding=, dilation=, groups=, bias=False)``): `nn.Conv2d`, or
+            `DeformConv2d` / `ModulatedDeformConv2d` for DCNv1 / DCNv2 (see `conv3x3_class`).
         drop_path: stochastic-depth drop probability of the residual branch.
         avg_down: ResNet-D shortcut (average pool, then a stride-1 1x1 conv).
     """
+
+    num_convs = 3
 
     def __init__(
         self,
@@ -163,7 +208,7 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         stride_in_1x1: bool = False,
         norm: str | dict = "BN",
-        deform: str = "",
+        conv3x3: ConvClass = nn.Conv2d,
         drop_path: float = 0.0,
         avg_down: bool = False,
     ) -> None:
@@ -172,36 +217,13 @@ class Bottleneck(nn.Module):
         width = bottleneck_channels
         self.conv1 = _conv(in_channels, width, 1, stride_1x1)
         self.norm1 = get_norm(norm, width)
-        if deform:
-            self.conv2 = _deform_conv(deform == "mdcn", width, stride_3x3, dilation, groups)
-        else:
-            self.conv2 = _conv(width, width, 3, stride_3x3, dilation, groups)
+        self.conv2 = conv3x3(
+            width, width, 3, stride=stride_3x3, padding=dilation, dilation=dilation, groups=groups, bias=False
+        )
         self.norm2 = get_norm(norm, width)
         self.conv3 = _conv(width, out_channels, 1)
         self.norm3 = get_norm(norm, out_channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = _Shortcut(in_channels, out_channels, stride, norm, avg_down)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        self.relu = nn.ReLU(inplace=True)
-        self.fuse_norm = True
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.norm3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_norm_act(x, self.conv1, self.norm1, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv2, self.norm2, self.relu, self.fuse_norm)
-        out = conv_norm_act(out, self.conv3, self.norm3, None, self.fuse_norm)
-        return _residual(out, x if self.shortcut is None else self.shortcut(x), self.drop_path)
-
-
-def _residual(branch: torch.Tensor, identity: torch.Tensor, drop_path: nn.Module | None) -> torch.Tensor:
-    if drop_path is not None:
-        branch = drop_path(branch)
-    # `branch` is a fresh tensor that no backward needs, so it can be updated in place.
-    return branch.add_(identity).relu_()
+        self._init_residual(in_channels, out_channels, stride, norm, drop_path, avg_down)
 
 
 class ResNetStem(nn.Module):
@@ -245,7 +267,7 @@ class ResNetStem(nn.Module):
 
 
 @BACKBONES.register()
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """ResNet / ResNeXt / Wide ResNet / ResNet-D backbone returning a dict of features.
 
     Args:
@@ -269,7 +291,8 @@ class ResNet(nn.Module):
         deep_stem: ResNet-C stem (three 3x3 convs, 3 -> 32 -> 32 -> 64); without
             `avg_down` this is mmsegmentation's ResNetV1c, with it ResNet-D (V1d).
         avg_down: ResNet-D shortcut (2x2 average pool before a stride-1 1x1 conv).
-        stage_with_dcn: per stage (res2..res5), whether its 3x3 convs are deformable.
+        stage_with_dcn: per stage (res2..res5), whether its 3x3 convs are deformable
+            (`DeformConv2d`, see `conv3x3_class`).
         dcn_modulated: modulated DCNv2 instead of DCNv1.
         drop_path_rate: stochastic depth; the rate grows linearly from 0 at the first
             block to this value at the last.
@@ -345,9 +368,9 @@ class ResNet(nn.Module):
                     block = BasicBlock(in_ch, out_ch, first_stride if b == 0 else 1, **common)
                 else:
                     width = width_per_group * groups * 2**i
-                    deform = ("mdcn" if dcn_modulated else "dcn") if stage_with_dcn[i] else ""
+                    conv3x3 = conv3x3_class(stage_with_dcn[i], dcn_modulated)
                     block = Bottleneck(in_ch, out_ch, width, first_stride if b == 0 else 1, groups=groups,
-                                       stride_in_1x1=stride_in_1x1, deform=deform, **common)  # fmt: skip
+                                       stride_in_1x1=stride_in_1x1, conv3x3=conv3x3, **common)  # fmt: skip
                 stage.append(block)
                 in_ch = out_ch
             self.add_module(name, nn.Sequential(*stage))

@@ -1,13 +1,17 @@
-"""Detection models: Faster R-CNN (FPN), DETR, DAB-DETR, Deformable DETR, DINO and their parts."""
+"""Detection models: Faster R-CNN (FPN); the DETR family on one base (`DETRBase`): DETR, DAB-DETR,
+Deformable DETR, DINO; and their parts."""
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .criterion import SetCriterion
-from .dab_detr import DABDETR, DABTransformer
-from .deformable_detr import DeformableDETR, DeformableTransformer
+from .dab_detr import DABDETR
+from .dab_transformer import DABTransformer
+from .deformable_detr import DeformableDETR, MultiScaleDETR
+from .deformable_transformer import DeformableTransformer, DINOTransformer
 from .denoising import ContrastiveDenoising
-from .detr import DETR
-from .dino import DINO, DINOTransformer
+from .detr import DETR, SingleScaleDETR
+from .detr_base import DETRBase
+from .dino import DINO
 from .faster_rcnn import FasterRCNN
 from .hungarian_matcher import HungarianMatcher
 from .matcher import Matcher
@@ -27,6 +31,7 @@ __all__ = [
     "DeformableTransformer",
     "ContrastiveDenoising",
     "DETR",
+    "DETRBase",
     "DINO",
     "DINOTransformer",
     "DETRTransformer",
@@ -35,9 +40,11 @@ __all__ = [
     "FastRCNNOutputLayers",
     "HungarianMatcher",
     "Matcher",
+    "MultiScaleDETR",
     "ROIPooler",
     "RPN",
     "RPNHead",
     "SetCriterion",
+    "SingleScaleDETR",
     "StandardRoIHeads",
 ]

@@ -44,7 +44,7 @@ class AnchorGenerator(nn.Module):
 
     def __init__(
         self,
-        sizes: Sequence[Sequence[float]],
+        sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,)),
         aspect_ratios: Sequence = (0.5, 1.0, 2.0),
         strides: Sequence[int] = (4, 8, 16, 32, 64),
         offset: float = 0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -13,6 +14,7 @@ __all__ = ["BoxCoder"]
 _DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
+@dataclass(frozen=True)
 class BoxCoder:
     """Encodes a target box relative to a reference box and decodes it back.
 
@@ -25,13 +27,13 @@ class BoxCoder:
         scale_clamp: upper bound on decoded dw, dh (after dividing by the weights).
     """
 
-    def __init__(
-        self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = _DEFAULT_SCALE_CLAMP
-    ):
-        if len(weights) != 4:
-            raise ValueError(f"BoxCoder: weights must have 4 values, got {list(weights)}")
-        self.weights = tuple(float(w) for w in weights)
-        self.scale_clamp = scale_clamp
+    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
+    scale_clamp: float = _DEFAULT_SCALE_CLAMP
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != 4:
+            raise ValueError(f"BoxCoder: weights must have 4 values, got {list(self.weights)}")
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
     def encode(self, boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Deltas that turn `boxes` into `targets`.

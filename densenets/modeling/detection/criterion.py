@@ -8,11 +8,14 @@ Deformable DETR and DAB-DETR.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
+from ...config import instantiate, join_path, key_path
 from ...utils.comm import all_reduce_sum, get_world_size
 from .hungarian_matcher import HungarianMatcher
 
@@ -66,6 +69,13 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, num_classes: int) -> SetCriterion:
+        """``{matcher: {<HungarianMatcher options>}, <options>}``; `num_classes` is the model's."""
+        path = key_path(cfg, "criterion")
+        matcher = instantiate(HungarianMatcher, cfg.get("matcher"), join_path(path, "matcher"))
+        return cls(num_classes, matcher, **{k: v for k, v in cfg.items() if k != "matcher"})
 
     def forward(
         self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict[str, torch.Tensor]]

@@ -1,4 +1,4 @@
-"""The deformable encoder-decoder of Deformable DETR (Zhu et al., ICLR 2021), shared with DINO.
+"""The deformable encoder-decoder of Deformable DETR (Zhu et al., ICLR 2021) and DINO (Zhang et al., ICLR 2023).
 
 Encoder: every pixel of every level attends, by multi-scale deformable attention, to a
 few sampled points around its own position on all levels. Decoder: query
@@ -17,16 +17,21 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ...layers.position_encoding import sine_box_embedding
+from ...layers.position_encoding import PositionEmbeddingSine, sine_box_embedding
 from ...ops import MultiScaleDeformableAttention
 from .box_refinement import refine_boxes
 from .transformer import MLP, _FeedForward
 
 __all__ = [
+    "DeformableTransformer",
+    "DINOTransformer",
+    "DEFORMABLE_DETR_EPS",
+    "DINO_EPS",
     "DeformableEncoderLayer",
     "DeformableEncoder",
     "DeformableDecoderLayer",
@@ -35,6 +40,11 @@ __all__ = [
     "flatten_levels",
     "valid_ratios",
 ]
+
+
+# The inverse-sigmoid clamps of the official code bases (util/misc.py of each).
+DEFORMABLE_DETR_EPS = 1e-5
+DINO_EPS = 1e-3
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
@@ -281,3 +291,107 @@ class DeformableDecoder(nn.Module):
             elif i < len(self.layers) - 1:
                 references.append(reference)
         return torch.stack(hs), references
+
+
+class DeformableTransformer(nn.Module):
+    """Deformable DETR's encoder and decoder with its sine encoding and level embedding.
+
+    Args:
+        d_model: width D.
+        nhead: attention heads.
+        num_encoder_layers: encoder depth.
+        num_decoder_layers: decoder depth N_dec.
+        dim_feedforward: feed-forward hidden width (1024 in the paper).
+        dropout: dropout.
+        activation: feed-forward activation.
+        num_levels: feature levels L (the neck's outputs).
+        enc_n_points: sampling points per head and level in the encoder.
+        dec_n_points: the same in the decoder.
+    """
+
+    eps: ClassVar[float] = DEFORMABLE_DETR_EPS
+    decoder_options: ClassVar[dict[str, bool]] = {}  # `DeformableDecoder` switches (DINO's)
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        num_levels: int = 4,
+        enc_n_points: int = 4,
+        dec_n_points: int = 4,
+    ) -> None:
+        super().__init__()
+        self.position_encoding = self.make_position_encoding(d_model)
+        self.d_model, self.num_levels, self.num_decoder_layers = d_model, num_levels, num_decoder_layers
+        kw = dict(
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            activation=activation,
+        )
+        self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
+        self.encoder = DeformableEncoder(
+            num_encoder_layers, num_levels=num_levels, num_points=enc_n_points, **kw
+        )
+        self.decoder = DeformableDecoder(
+            num_decoder_layers, num_levels=num_levels, num_points=dec_n_points, eps=self.eps,
+            **kw, **self.decoder_options,
+        )  # fmt: skip
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    @staticmethod
+    def make_position_encoding(d_model: int) -> PositionEmbeddingSine:
+        """Sine encoding of pixel centres (-0.5 offset), temperature 10000."""
+        return PositionEmbeddingSine(d_model // 2, 10000.0, normalize=True, offset=-0.5)
+
+    def encode(self, srcs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> MultiScaleMemory:
+        """Per-level features (B, D, h, w) and padding masks (B, h, w) -> the encoded memory."""
+        pos = [self.position_encoding(m) for m in masks]
+        mem = flatten_levels(srcs, masks, pos, self.level_embed)
+        mem.src = self.encoder(mem)
+        return mem
+
+
+class DINOTransformer(DeformableTransformer):
+    """DINO's deformable encoder-decoder: sine temperature 20 without Deformable DETR's
+    -0.5 offset, positional queries from reference boxes, a shared output LayerNorm,
+    look-forward-twice refinement. Arguments as `DeformableTransformer`, with DINO's
+    defaults (feed-forward 2048, no dropout)."""
+
+    eps: ClassVar[float] = DINO_EPS
+    decoder_options: ClassVar[dict[str, bool]] = dict(query_pos_head=True, norm=True, look_forward_twice=True)
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        num_levels: int = 4,
+        enc_n_points: int = 4,
+        dec_n_points: int = 4,
+    ) -> None:
+        super().__init__(
+            d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation,
+            num_levels, enc_n_points, dec_n_points,
+        )  # fmt: skip
+
+    @staticmethod
+    def make_position_encoding(d_model: int) -> PositionEmbeddingSine:
+        """Sine encoding of 1-based pixel counts, temperature 20."""
+        return PositionEmbeddingSine(d_model // 2, 20.0, normalize=True)

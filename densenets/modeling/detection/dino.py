@@ -19,96 +19,56 @@ decoder layers, S flattened pixels; boxes normalised cxcywh.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...config import BACKBONES, MODELS, NECKS, build
+from ...config import MODELS
 from ...layers import ImageList
-from ...layers.position_encoding import PositionEmbeddingSine
-from .box_refinement import refine_boxes
+from ..backbones.base import Backbone
 from .criterion import SetCriterion
-from .deformable_detr import DeformableDETR, DeformableTransformer, _box_head, _class_head, _head_list
-from .deformable_transformer import MultiScaleMemory
+from .deformable_detr import MultiScaleDETR, head_list
+from .deformable_transformer import DINO_EPS, DINOTransformer, MultiScaleMemory
 from .denoising import ContrastiveDenoising, DenoisingQueries
-from .detr import Batch, build_criterion, build_plain
-from .query_selection import encoder_proposals, gather_rows
+from .detr_base import delta_box_head, focal_class_head
+from .query_selection import gather_rows
 
-__all__ = ["DINO", "DINOTransformer", "DINO_EPS"]
-
-# The official DINO clamps inverse_sigmoid at 1e-3 (util/misc.py).
-DINO_EPS = 1e-3
-
-
-class DINOTransformer(DeformableTransformer):
-    """DINO's deformable encoder-decoder: sine temperature 20 without Deformable DETR's
-    -0.5 offset, positional queries from reference boxes, a shared output LayerNorm,
-    look-forward-twice refinement. Arguments as `DeformableTransformer`, with DINO's
-    defaults (feed-forward 2048, no dropout)."""
-
-    eps = DINO_EPS
-
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.0,
-        activation: str = "relu",
-        num_levels: int = 4,
-        enc_n_points: int = 4,
-        dec_n_points: int = 4,
-    ) -> None:
-        nn.Module.__init__(self)
-        self.position_encoding = PositionEmbeddingSine(d_model // 2, 20.0, normalize=True)
-        decoder = dict(query_pos_head=True, norm=True, look_forward_twice=True)
-        self._build(
-            d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation,
-            num_levels, enc_n_points, dec_n_points, decoder,
-        )  # fmt: skip
+__all__ = ["DINO", "DINO_EPS"]
 
 
 @MODELS.register()
-class DINO(DeformableDETR):
+class DINO(MultiScaleDETR):
     """DINO (Zhang et al., 2022), 4-scale (res3-res5 + one extra level) or 5-scale (res2-res5 + one).
 
     Args:
-        backbone, neck, criterion, num_classes, aux_loss, pixel_mean, pixel_std,
-            input_format: as `DeformableDETR`.
+        backbone, neck, criterion, num_classes, **options: as `DeformableDETR`.
         transformer: a `DINOTransformer`.
+        denoising: the contrastive denoising queries (None: no denoising; a config without
+            the key builds them with their defaults).
         num_queries: Q matching queries (900).
         num_select: detections kept per image (top scores over (query, class) pairs).
-        denoising: the contrastive denoising queries (None: no denoising).
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module,
+        backbone: Backbone,
+        neck: Backbone,
         transformer: DINOTransformer,
         criterion: SetCriterion,
+        denoising: ContrastiveDenoising | None,
         num_classes: int,
         num_queries: int = 900,
         num_select: int = 300,
-        denoising: ContrastiveDenoising | None = None,
-        aux_loss: bool = True,
-        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
-        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
-        input_format: str = "RGB",
+        **options: Any,
     ) -> None:
-        nn.Module.__init__(self)
-        self._init_parts(
-            backbone, neck, transformer, criterion, num_classes, num_queries, num_select, aux_loss
-        )
-        self._init_pixels(pixel_mean, pixel_std, input_format)
+        super().__init__(backbone, neck, transformer, criterion, num_classes, num_queries, **options)
+        self.num_select = num_select
         d, n = transformer.d_model, transformer.num_decoder_layers
-        class_head, box_head = _class_head(d, num_classes), _box_head(d)
-        self.class_embed = _head_list(class_head, n, shared=True)
-        self.bbox_embed = _head_list(box_head, n, shared=True)
+        class_head, box_head = focal_class_head(d, num_classes), delta_box_head(d)
+        self.class_embed = head_list(class_head, n, shared=True)
+        self.bbox_embed = head_list(box_head, n, shared=True)
         self.enc_class_embed, self.enc_bbox_embed = copy.deepcopy(class_head), copy.deepcopy(box_head)
         self.enc_output, self.enc_output_norm = nn.Linear(d, d), nn.LayerNorm(d)
         self.tgt_embed = nn.Embedding(num_queries, d)
@@ -117,41 +77,14 @@ class DINO(DeformableDETR):
         self.denoising = denoising
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> DINO:
-        path = getattr(cfg, "_key_path", "model")
-        children = ("type", "backbone", "neck", "transformer", "criterion", "denoising")
-        kwargs = {k: v for k, v in cfg.items() if k not in children}
-        backbone = build(cfg["backbone"], BACKBONES)
-        neck = build(cfg["neck"], NECKS, input_shape=backbone.output_shape())
-        levels = len(neck.output_shape())
-        transformer = build_plain(
-            DINOTransformer, cfg.get("transformer"), f"{path}.transformer", num_levels=levels
+    def build_children(cls, cfg: Mapping, path: str) -> dict[str, nn.Module | None]:
+        """`MultiScaleDETR`'s children and the denoising queries (label embedding of width D)."""
+        children = super().build_children(cfg, path)
+        d = children["transformer"].d_model
+        children["denoising"] = cls.build_child(
+            "denoising", cfg, path, num_classes=cfg["num_classes"], d_model=d
         )
-        denoising = cfg.get("denoising", {})
-        if denoising is not None:
-            denoising = build_plain(
-                ContrastiveDenoising, denoising, f"{path}.denoising",
-                num_classes=cfg["num_classes"], d_model=transformer.d_model,
-            )  # fmt: skip
-        criterion = build_criterion(cfg.get("criterion"), f"{path}.criterion", cfg["num_classes"])
-        return cls(backbone, neck, transformer, criterion, denoising=denoising, **kwargs)
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
-        """Losses (training) or predictions (eval) for a list of items (see docs/contracts.md)."""
-        images = self.preprocess(batch)
-        if not self.training:
-            logits, boxes, _, _ = self.predict(images)
-            return self.postprocess(*self.inference(logits[-1], boxes[-1]), batch)
-        targets = self.prepare_targets(batch, images)
-        logits, boxes, interm, dn = self.predict(images, targets)  # (N_dec, B, P + Q, K), (..., 4)
-        p = 0 if dn is None else dn.num_queries
-        if not self.aux_loss:
-            logits, boxes = logits[-1:], boxes[-1:]
-        losses = self.criterion(logits[:, :, p:], boxes[:, :, p:], targets)
-        interm_losses = self.criterion(interm[0][None], interm[1][None], targets)
-        losses.update({f"{k}_interm": v for k, v in interm_losses.items()})
-        losses.update(self.denoising_losses(logits[:, :, :p], boxes[:, :, :p], targets, dn))
-        return losses
+        return children
 
     def predict(
         self, images: ImageList, targets: list[dict[str, torch.Tensor]] | None = None
@@ -171,27 +104,31 @@ class DINO(DeformableDETR):
         hs, refs = self.transformer.decoder(tgt, box_logits.sigmoid(), mem, None, self.bbox_embed, mask)
         if self.denoising is not None:  # the label embedding takes part in every graph (DDP)
             hs = hs + 0.0 * self.denoising.label_enc.weight[0, 0]
-        eps = self.transformer.eps
-        logits = torch.stack([self.class_embed[i](h) for i, h in enumerate(hs)])
-        boxes = torch.stack(
-            [refine_boxes(self.bbox_embed[i](h), r, eps) for i, (h, r) in enumerate(zip(hs, refs))]
-        )
-        return logits, boxes, interm, dn
+        return (*self.layer_outputs(hs, refs), interm, dn)
 
     def select_queries(self, mem: MultiScaleMemory) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         """Mixed query selection: learned content queries (B, Q, D), the top-Q proposals'
         boxes in inverse-sigmoid space (B, Q, 4, detached), and those proposals' logits
         (B, Q, K) and boxes (B, Q, 4) for the intermediate loss."""
-        memory, proposals = encoder_proposals(mem.src, mem.mask, mem.spatial_shapes)
-        memory = self.enc_output_norm(self.enc_output(memory))
-        enc_logits = self.enc_class_embed(memory)
-        enc_coords = self.enc_bbox_embed(memory) + proposals  # inverse-sigmoid space
-        k = min(self.num_queries, memory.shape[1])  # fewer pixels than queries: tiny images only
-        topk = enc_logits.max(-1).values.topk(k, dim=1).indices
+        enc_logits, enc_coords = self.encoder_outputs(mem, self.enc_class_embed, self.enc_bbox_embed)
+        topk = self.top_queries(enc_logits.max(-1).values)
         coords = gather_rows(enc_coords, topk)
         # A copy, not a view: a no-grad view of a parameter confuses autograd hooks (FLOP counter).
-        tgt = self.tgt_embed.weight[:k].unsqueeze(0).repeat(mem.src.shape[0], 1, 1)
+        tgt = self.tgt_embed.weight[: topk.shape[1]].unsqueeze(0).repeat(mem.src.shape[0], 1, 1)
         return tgt, coords.detach(), (gather_rows(enc_logits, topk), coords.sigmoid())
+
+    def losses(self, outputs: tuple, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The matching queries' set losses, the selected proposals' (suffix ``_interm``) and
+        the denoising queries' (`denoising_losses`)."""
+        logits, boxes, interm, dn = outputs  # (N_dec, B, P + Q, K), (..., 4)
+        p = 0 if dn is None else dn.num_queries
+        losses = super().losses((logits[:, :, p:], boxes[:, :, p:]), targets)
+        interm_losses = self.criterion(interm[0][None], interm[1][None], targets)
+        losses.update({f"{k}_interm": v for k, v in interm_losses.items()})
+        if not self.aux_loss:
+            logits, boxes = logits[-1:], boxes[-1:]
+        losses.update(self.denoising_losses(logits[:, :, :p], boxes[:, :, :p], targets, dn))
+        return losses
 
     def denoising_losses(
         self,

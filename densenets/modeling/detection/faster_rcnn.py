@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from densenets.config import BACKBONES, HEADS, MODELS, NECKS, build
-from densenets.layers import ImageList
+from densenets.modeling.backbones.base import Backbone
+from densenets.modeling.meta_arch import MetaArch
 
 __all__ = ["FasterRCNN"]
 
 
 @MODELS.register()
-class FasterRCNN(nn.Module):
+class FasterRCNN(MetaArch):
     """Faster R-CNN: normalise -> pad -> backbone -> FPN -> RPN -> RoI heads -> rescale.
 
     Args:
@@ -26,13 +27,14 @@ class FasterRCNN(nn.Module):
         pixel_mean: per-channel mean, in `input_format` order, 0-255 scale.
         pixel_std: per-channel std, same order and scale.
         input_format: "RGB" or "BGR": the channel order the backbone was trained on.
-        size_divisibility: pad the batch to a multiple of this (32 for FPN).
+        size_divisibility: pad the batch to a multiple of this (32 for FPN); the
+            backbone's and the neck's own requirement wins when it is larger.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
-        neck: nn.Module | None,
+        backbone: Backbone,
+        neck: Backbone | None,
         rpn: nn.Module,
         roi_heads: nn.Module,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
@@ -40,21 +42,12 @@ class FasterRCNN(nn.Module):
         input_format: str = "RGB",
         size_divisibility: int = 32,
     ) -> None:
-        super().__init__()
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"FasterRCNN: input_format must be RGB or BGR, got {input_format!r}")
+        needed = max(backbone.size_divisibility, neck.size_divisibility if neck is not None else 0)
+        super().__init__(pixel_mean, pixel_std, input_format, max(size_divisibility, needed))
         self.backbone = backbone
         self.neck = neck
         self.rpn = rpn
         self.roi_heads = roi_heads
-        self.input_format = input_format
-        self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0) or 0)
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False
-        )
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> FasterRCNN:
@@ -63,12 +56,9 @@ class FasterRCNN(nn.Module):
         shapes = neck.output_shape() if neck is not None else backbone.output_shape()
         rpn = build(cfg.rpn, HEADS, input_shape=shapes)
         roi_heads = build(cfg.roi_heads, HEADS, input_shape=shapes)
-        options = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "neck", "rpn", "roi_heads")}
-        return cls(backbone, neck, rpn, roi_heads, **options)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return cls(
+            backbone, neck, rpn, roi_heads, **cls.config_options(cfg, "backbone", "neck", "rpn", "roi_heads")
+        )
 
     def forward(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
         """Losses (training) or per-image ``{"instances": {boxes, scores, labels}}`` (eval).
@@ -91,11 +81,6 @@ class FasterRCNN(nn.Module):
         """Tensor[N, 3, H, W] normalised -> feature maps by name."""
         features = self.backbone(x)
         return self.neck(features) if self.neck is not None else features
-
-    def preprocess(self, batch: list[dict[str, Any]]) -> ImageList:
-        """uint8 RGB images -> normalised float batch, padded to `size_divisibility`."""
-        images = [item["image"] for item in batch]
-        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility)
 
     def targets(self, batch: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
         """Training targets on the model's device; crowd boxes (if marked) left out."""

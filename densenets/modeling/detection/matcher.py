@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 __all__ = ["Matcher"]
 
 
+@dataclass(frozen=True)
 class Matcher:
     """Matches predictions to ground truth by a quality matrix (IoU) and two thresholds.
 
@@ -24,12 +26,24 @@ class Matcher:
             so that every box gets at least one positive (Faster R-CNN's RPN rule).
     """
 
-    def __init__(self, thresholds: Sequence[float] = (0.5,), allow_low_quality_matches: bool = False) -> None:
-        thresholds = [float(t) for t in thresholds]
+    thresholds: Sequence[float] = (0.5,)
+    allow_low_quality_matches: bool = False
+
+    def __post_init__(self) -> None:
+        thresholds = tuple(float(t) for t in self.thresholds)
         if len(thresholds) not in (1, 2) or thresholds[0] > thresholds[-1]:
-            raise ValueError(f"Matcher: thresholds must be [low, high] with low <= high, got {thresholds}")
-        self.low, self.high = thresholds[0], thresholds[-1]
-        self.allow_low_quality_matches = allow_low_quality_matches
+            raise ValueError(
+                f"Matcher: thresholds must be [low, high] with low <= high, got {list(thresholds)}"
+            )
+        object.__setattr__(self, "thresholds", thresholds)
+
+    @property
+    def low(self) -> float:
+        return self.thresholds[0]
+
+    @property
+    def high(self) -> float:
+        return self.thresholds[-1]
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Match.
@@ -56,6 +70,3 @@ class Matcher:
             best_preds = (match_quality_matrix == best_per_gt).nonzero()[:, 1]
             labels[best_preds] = 1
         return matched_idxs, labels
-
-    def __repr__(self) -> str:
-        return f"Matcher(thresholds=[{self.low}, {self.high}], allow_low_quality_matches={self.allow_low_quality_matches})"

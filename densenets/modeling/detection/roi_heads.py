@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
-from densenets.config import HEADS
+from densenets.config import HEADS, construct, instantiate, join_path, key_path
 from densenets.layers import ShapeSpec, get_norm
 
 from .box_coder import BoxCoder
 from .matcher import Matcher
 from .poolers import ROIPooler
-from .rpn import _child_path, _make
+from .rpn import in_feature_shapes
 from .sampler import BalancedPositiveNegativeSampler
 
 __all__ = ["StandardRoIHeads", "FastRCNNConvFCHead", "FastRCNNOutputLayers"]
@@ -84,7 +84,7 @@ class FastRCNNOutputLayers(nn.Module):
     Args:
         input_dim: D, features per RoI.
         num_classes: K foreground classes (logits have K + 1, background last).
-        box_coder: RoI <-> box deltas (weights 10, 10, 5, 5).
+        box_coder: RoI <-> box deltas.
         smooth_l1_beta: beta of the box loss; 0 is L1.
         score_thresh: detections must score above this (0.05).
         nms_thresh: per-class NMS IoU threshold (0.5).
@@ -96,7 +96,7 @@ class FastRCNNOutputLayers(nn.Module):
         self,
         input_dim: int,
         num_classes: int,
-        box_coder: BoxCoder,
+        box_coder: BoxCoder = BoxCoder((10.0, 10.0, 5.0, 5.0)),
         smooth_l1_beta: float = 0.0,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
@@ -188,24 +188,24 @@ class StandardRoIHeads(nn.Module):
 
     Args:
         num_classes: K foreground classes.
-        in_features: pooled feature names, finest first (``[p2, p3, p4, p5]``).
         pooler: multi-level RoIAlign.
         box_head: pooled features -> per-RoI features.
         box_predictor: per-RoI features -> scores and deltas (losses and inference).
-        matcher: proposal labelling (IoU 0.5).
-        sampler: RoIs per image in the loss (512 at 0.25 positive).
+        in_features: pooled feature names, finest first.
+        matcher: proposal labelling.
+        sampler: RoIs per image in the loss.
         proposal_append_gt: add the ground-truth boxes to the proposals in training.
     """
 
     def __init__(
         self,
         num_classes: int,
-        in_features: Sequence[str],
         pooler: ROIPooler,
         box_head: FastRCNNConvFCHead,
         box_predictor: FastRCNNOutputLayers,
-        matcher: Matcher,
-        sampler: BalancedPositiveNegativeSampler,
+        in_features: Sequence[str] = ("p2", "p3", "p4", "p5"),
+        matcher: Matcher = Matcher((0.5,)),
+        sampler: BalancedPositiveNegativeSampler = BalancedPositiveNegativeSampler(512, 0.25),
         proposal_append_gt: bool = True,
     ) -> None:
         super().__init__()
@@ -224,49 +224,24 @@ class StandardRoIHeads(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> StandardRoIHeads:
-        in_features = list(cfg.get("in_features", ["p2", "p3", "p4", "p5"]))
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}"
-            )
-        pooler = _make(
-            ROIPooler,
-            cfg.get("pooler"),
-            _child_path(cfg, "pooler"),
-            strides=[input_shape[f].stride for f in in_features],
+        """Pooler strides, box-head input and predictor width from the neck's `input_shape`."""
+        path = key_path(cfg, "roi_heads")
+        shapes = in_feature_shapes(cls, cfg, input_shape)
+        pooler = instantiate(
+            ROIPooler, cfg.get("pooler"), join_path(path, "pooler"), strides=[s.stride for s in shapes]
         )
-        pooled = ShapeSpec(channels=input_shape[in_features[0]].channels, stride=pooler.output_size[0])
-        box_head = _make(
-            FastRCNNConvFCHead, cfg.get("box_head"), _child_path(cfg, "box_head"), input_shape=pooled
+        pooled = ShapeSpec(channels=shapes[0].channels, stride=pooler.output_size[0])
+        box_head = instantiate(
+            FastRCNNConvFCHead, cfg.get("box_head"), join_path(path, "box_head"), input_shape=pooled
         )
-        predictor_cfg = dict(cfg.get("box_predictor") or {})
-        box_coder = _make(
-            BoxCoder,
-            predictor_cfg.pop("box_coder", None),
-            _child_path(cfg, "box_predictor.box_coder"),
-            weights=[10, 10, 5, 5],
-        )
-        box_predictor = _make(
+        box_predictor = instantiate(
             FastRCNNOutputLayers,
-            predictor_cfg,
-            _child_path(cfg, "box_predictor"),
+            cfg.get("box_predictor"),
+            join_path(path, "box_predictor"),
             input_dim=box_head.output_size,
-            num_classes=cfg.num_classes,
-            box_coder=box_coder,
+            num_classes=cfg["num_classes"],
         )
-        matcher = _make(Matcher, cfg.get("matcher"), _child_path(cfg, "matcher"), thresholds=[0.5])
-        sampler = _make(BalancedPositiveNegativeSampler, cfg.get("sampler"), _child_path(cfg, "sampler"))
-        return cls(
-            cfg.num_classes,
-            in_features,
-            pooler,
-            box_head,
-            box_predictor,
-            matcher,
-            sampler,
-            cfg.get("proposal_append_gt", True),
-        )
+        return construct(cls, cfg, path, pooler=pooler, box_head=box_head, box_predictor=box_predictor)
 
     def forward(
         self,

@@ -7,15 +7,13 @@ M = sum_l H_l W_l A anchors per image, G ground-truth boxes of an image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
-from densenets.config import HEADS
-from densenets.config.registry import check_keys
+from densenets.config import HEADS, config_value, construct, instantiate, join_path, key_path
 from densenets.layers import ImageList, ShapeSpec
 
 from .anchors import AnchorGenerator
@@ -23,19 +21,21 @@ from .box_coder import BoxCoder
 from .matcher import Matcher
 from .sampler import BalancedPositiveNegativeSampler
 
-__all__ = ["RPN", "RPNHead"]
+__all__ = ["RPN", "RPNHead", "in_feature_shapes"]
 
 
-def _make(cls: type, node: Mapping | None, path: str, **defaults: Any) -> Any:
-    """Build a small helper object (Matcher, BoxCoder, ...) from an untyped config dict."""
-    node = dict(node or {})
-    check_keys(node, cls, path, require=False)
-    return cls(**{**defaults, **node})
+def in_feature_shapes(cls: type, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
+    """The shapes in `input_shape` of `cfg`'s `in_features` (else the default of `cls`).
 
-
-def _child_path(cfg: Mapping, key: str) -> str:
-    base = getattr(cfg, "_key_path", "")
-    return f"{base}.{key}" if base else key
+    Raises:
+        ValueError: a feature the neck does not give, naming the key path.
+    """
+    in_features = list(config_value(cfg, cls, "in_features"))
+    missing = [f for f in in_features if f not in input_shape]
+    if missing:
+        path = join_path(key_path(cfg), "in_features")
+        raise ValueError(f"{path}: {missing} not in the neck's outputs {list(input_shape)}")
+    return [input_shape[f] for f in in_features]
 
 
 class RPNHead(nn.Module):
@@ -70,12 +70,12 @@ class RPN(nn.Module):
     """Region Proposal Network over several feature levels.
 
     Args:
-        in_features: feature names to use, finest first (``[p2, ..., p6]``).
         head: the conv head shared by all levels.
         anchor_generator: anchors per level.
-        box_coder: anchor <-> proposal deltas (weights 1, 1, 1, 1).
-        matcher: anchor labelling (IoU 0.3 / 0.7 with low-quality matches).
-        sampler: anchors per image in the loss (256 at 0.5 positive).
+        in_features: feature names to use, finest first.
+        box_coder: anchor <-> proposal deltas.
+        matcher: anchor labelling.
+        sampler: anchors per image in the loss.
         pre_nms_topk: (train, test) proposals kept per level before NMS.
         post_nms_topk: (train, test) proposals kept per image after NMS.
         nms_thresh: NMS IoU threshold, applied per level.
@@ -88,12 +88,12 @@ class RPN(nn.Module):
 
     def __init__(
         self,
-        in_features: Sequence[str],
         head: RPNHead,
         anchor_generator: AnchorGenerator,
-        box_coder: BoxCoder,
-        matcher: Matcher,
-        sampler: BalancedPositiveNegativeSampler,
+        in_features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        box_coder: BoxCoder = BoxCoder((1.0, 1.0, 1.0, 1.0)),
+        matcher: Matcher = Matcher((0.3, 0.7), allow_low_quality_matches=True),
+        sampler: BalancedPositiveNegativeSampler = BalancedPositiveNegativeSampler(256, 0.5),
         pre_nms_topk: Sequence[int] = (2000, 1000),
         post_nms_topk: Sequence[int] = (1000, 1000),
         nms_thresh: float = 0.7,
@@ -121,44 +121,24 @@ class RPN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Mapping, input_shape: Mapping[str, ShapeSpec]) -> RPN:
-        in_features = list(cfg.get("in_features", ["p2", "p3", "p4", "p5", "p6"]))
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"{_child_path(cfg, 'in_features')}: {missing} not in the neck's outputs {list(input_shape)}"
-            )
-        channels = {input_shape[f].channels for f in in_features}
+        """The head and anchor strides from the neck's `input_shape`; the rest from `cfg`."""
+        path = key_path(cfg, "rpn")
+        shapes = in_feature_shapes(cls, cfg, input_shape)
+        channels = {shape.channels for shape in shapes}
         if len(channels) != 1:
-            raise ValueError(f"{_child_path(cfg, 'in_features')}: levels have different channels {channels}")
-        anchor_generator = _make(
+            raise ValueError(f"{join_path(path, 'in_features')}: levels have different channels {channels}")
+        anchor_generator = instantiate(
             AnchorGenerator,
             cfg.get("anchor_generator"),
-            _child_path(cfg, "anchor_generator"),
-            sizes=[[32], [64], [128], [256], [512]],
-            strides=[input_shape[f].stride for f in in_features],
+            join_path(path, "anchor_generator"),
+            strides=[shape.stride for shape in shapes],
         )
         if len(set(anchor_generator.num_anchors)) != 1:
             raise ValueError(
-                f"{_child_path(cfg, 'anchor_generator')}: every level needs the same number of anchors"
+                f"{join_path(path, 'anchor_generator')}: every level needs the same number of anchors"
             )
-        kwargs = {k: v for k, v in cfg.items() if k not in ("type", "in_features", "anchor_generator")}
-        kwargs["head"] = RPNHead(channels.pop(), anchor_generator.num_anchors[0])
-        kwargs["box_coder"] = _make(BoxCoder, cfg.get("box_coder"), _child_path(cfg, "box_coder"))
-        kwargs["matcher"] = _make(
-            Matcher,
-            cfg.get("matcher"),
-            _child_path(cfg, "matcher"),
-            thresholds=[0.3, 0.7],
-            allow_low_quality_matches=True,
-        )
-        kwargs["sampler"] = _make(
-            BalancedPositiveNegativeSampler,
-            cfg.get("sampler"),
-            _child_path(cfg, "sampler"),
-            batch_size_per_image=256,
-            positive_fraction=0.5,
-        )
-        return cls(in_features=in_features, anchor_generator=anchor_generator, **kwargs)
+        head = RPNHead(channels.pop(), anchor_generator.num_anchors[0])
+        return construct(cls, cfg, path, head=head, anchor_generator=anchor_generator)
 
     def forward(
         self,

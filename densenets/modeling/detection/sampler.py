@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 __all__ = ["BalancedPositiveNegativeSampler"]
 
 
+@dataclass(frozen=True)
 class BalancedPositiveNegativeSampler:
     """Samples up to `batch_size_per_image` predictions of one image, at most
     `positive_fraction` of them foreground; negatives fill the rest.
@@ -16,14 +19,15 @@ class BalancedPositiveNegativeSampler:
         positive_fraction: largest share of foreground samples (0.5 RPN, 0.25 box head).
     """
 
-    def __init__(self, batch_size_per_image: int = 512, positive_fraction: float = 0.25) -> None:
-        if batch_size_per_image <= 0 or not 0.0 <= positive_fraction <= 1.0:
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.batch_size_per_image <= 0 or not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(
                 "BalancedPositiveNegativeSampler: need batch_size_per_image > 0 and "
-                f"0 <= positive_fraction <= 1, got {batch_size_per_image}, {positive_fraction}"
+                f"0 <= positive_fraction <= 1, got {self.batch_size_per_image}, {self.positive_fraction}"
             )
-        self.batch_size_per_image = batch_size_per_image
-        self.positive_fraction = positive_fraction
 
     def __call__(self, match_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample one image.
@@ -43,9 +47,3 @@ class BalancedPositiveNegativeSampler:
         perm_pos = torch.randperm(positive.numel(), device=positive.device)[:num_pos]
         perm_neg = torch.randperm(negative.numel(), device=negative.device)[:num_neg]
         return positive[perm_pos], negative[perm_neg]
-
-    def __repr__(self) -> str:
-        return (
-            f"BalancedPositiveNegativeSampler(batch_size_per_image={self.batch_size_per_image}, "
-            f"positive_fraction={self.positive_fraction})"
-        )

@@ -24,6 +24,7 @@ from torch import nn
 
 from densenets.config import NECKS
 from densenets.layers import ShapeSpec
+from densenets.modeling.backbones.base import Backbone, check_in_features
 
 __all__ = ["ChannelMapper"]
 
@@ -38,7 +39,7 @@ def _conv_gn(
 
 
 @NECKS.register()
-class ChannelMapper(nn.Module):
+class ChannelMapper(Backbone):
     """Project backbone levels to a common width and add strided extra levels.
 
     Args:
@@ -59,17 +60,7 @@ class ChannelMapper(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features = list(in_features)
-        if not self.in_features:
-            raise ValueError("in_features: expected at least one backbone output")
-        missing = [f for f in self.in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"in_features: {missing[0]!r} is not a backbone output (have {', '.join(input_shape)})"
-            )
-        strides = [input_shape[f].stride for f in self.in_features]
-        for s0, s1 in zip(strides, strides[1:]):
-            if s1 != 2 * s0:
-                raise ValueError(f"in_features: strides must double from level to level, got {strides}")
+        strides = check_in_features(input_shape, self.in_features)
         if num_extra_levels < 0:
             raise ValueError(f"num_extra_levels: must be >= 0, got {num_extra_levels}")
         self.convs = nn.ModuleList(
@@ -82,7 +73,6 @@ class ChannelMapper(nn.Module):
             in_ch = out_channels
         strides += [strides[-1] * 2 ** (k + 1) for k in range(num_extra_levels)]
         self._out_shapes = {f"p{int(math.log2(s))}": ShapeSpec(out_channels, s) for s in strides}
-        self.size_divisibility = 0
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """``p{k}`` -> ShapeSpec(out_channels, 2**k), finest first."""

@@ -26,6 +26,7 @@ from torch import nn
 
 from densenets.config import NECKS
 from densenets.layers import ConvNormAct, ShapeSpec
+from densenets.modeling.backbones.base import Backbone, check_in_features
 
 __all__ = ["FPN", "LastLevelMaxPool", "LastLevelP6P7"]
 
@@ -66,7 +67,7 @@ class LastLevelP6P7(nn.Module):
 
 
 @NECKS.register()
-class FPN(nn.Module):
+class FPN(Backbone):
     """Feature Pyramid Network over a backbone's features.
 
     Args:
@@ -90,15 +91,7 @@ class FPN(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features = list(in_features)
-        missing = [f for f in self.in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"in_features: {missing[0]!r} is not a backbone output (have {', '.join(input_shape)})"
-            )
-        strides = [input_shape[f].stride for f in self.in_features]
-        for s0, s1 in zip(strides, strides[1:]):
-            if s1 != 2 * s0:
-                raise ValueError(f"in_features: strides must double from level to level, got {strides}")
+        strides = check_in_features(input_shape, self.in_features)
         self.levels = [int(math.log2(s)) for s in strides]
         for f, level in zip(self.in_features, self.levels):
             in_ch = input_shape[f].channels

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenets.config import HEADS
-from densenets.config.registry import check_keys
+from densenets.config import HEADS, instantiate
 from densenets.layers import ShapeSpec
 
 from .decode_head import DecodeHead, SeparableConvNormAct, conv_bn_relu, feature_shape
@@ -89,9 +88,9 @@ class ASPP(nn.Module):
 def _build_aspp(aspp: ASPP | Mapping | None, in_channels: int, norm, align_corners: bool) -> ASPP:
     if isinstance(aspp, ASPP):
         return aspp
-    kwargs = {"norm": norm, "align_corners": align_corners, **dict(aspp or {})}
-    check_keys(kwargs, ASPP, "aspp", extra={"in_channels": in_channels})
-    return ASPP(in_channels, **kwargs)
+    # The head's `norm` and `align_corners` are the defaults of its ASPP's.
+    cfg = {"norm": norm, "align_corners": align_corners, **(aspp or {})}
+    return instantiate(ASPP, cfg, "aspp", in_channels=in_channels)
 
 
 @HEADS.register()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenets.config.registry import check_keys
+from densenets.config import instantiate
 from densenets.layers import ConvNormAct, ShapeSpec
 
 from .losses import SemSegLoss
@@ -21,12 +21,22 @@ __all__ = ["conv_bn_relu", "SeparableConvNormAct", "DecodeHead", "feature_shape"
 
 
 def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1, groups: int = 1,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
     norm: str | dict | None = "BN",
 ) -> ConvNormAct:
     """A "same"-padded `ConvNormAct` with ReLU (the conv has a bias only without a norm)."""
     return ConvNormAct(
-        in_channels, out_channels, kernel_size, dilation=dilation, groups=groups, norm=norm or "", activation="relu"
+        in_channels,
+        out_channels,
+        kernel_size,
+        dilation=dilation,
+        groups=groups,
+        norm=norm or "",
+        activation="relu",
     )
 
 
@@ -35,7 +45,11 @@ class SeparableConvNormAct(nn.Sequential):
     ("atrous separable convolution" of DeepLabV3+, Chen et al., 2018)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        dilation: int = 1,
         norm: str | dict | None = "BN",
     ) -> None:
         super().__init__()
@@ -77,11 +91,7 @@ class DecodeHead(nn.Module):
         self.align_corners = align_corners
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-        if loss is None or isinstance(loss, Mapping):
-            loss = dict(loss or {})
-            check_keys(loss, SemSegLoss, "loss")
-            loss = SemSegLoss(**loss)
-        self.loss = loss
+        self.loss = loss if isinstance(loss, SemSegLoss) else instantiate(SemSegLoss, loss, "loss")
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features before the classifier, Tensor[N, channels, h, w]."""
@@ -106,5 +116,7 @@ class DecodeHead(nn.Module):
         Returns:
             Scalar loss, already multiplied by the loss weight.
         """
-        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        logits = F.interpolate(
+            logits, size=targets.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
         return self.loss(logits, targets)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from densenets.config import BACKBONES, HEADS, MODELS, build
-from densenets.config.registry import check_keys
+from densenets.config import BACKBONES, HEADS, MODELS, build, instantiate
 from densenets.layers import ImageList
+from densenets.modeling.backbones.base import Backbone
+from densenets.modeling.meta_arch import MetaArch
 
 from .decode_head import DecodeHead
 
@@ -72,13 +72,13 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 @MODELS.register()
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(MetaArch):
     """Semantic segmentation with a backbone and a decode head: FCN (Long et al., 2015),
     DeepLabV3 (Chen et al., 2017), DeepLabV3+ (Chen et al., 2018) by the head's type.
 
     Args:
-        backbone: returns a dict of features (`res2` ... `res5`); may have
-            `size_divisibility`.
+        backbone: returns a dict of features (`res2` ... `res5`); training batches are
+            padded to its `size_divisibility`.
         decode_head: a `DecodeHead`; its loss is `loss_sem_seg`.
         auxiliary_head: an optional `DecodeHead` used only in training (`loss_aux`).
         pixel_mean, pixel_std: per-channel normalisation, in the `input_format` order and
@@ -90,7 +90,7 @@ class EncoderDecoder(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         decode_head: DecodeHead,
         auxiliary_head: DecodeHead | None = None,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
@@ -99,23 +99,15 @@ class EncoderDecoder(nn.Module):
         align_corners: bool = False,
         inference: SegInference | Mapping | None = None,
     ) -> None:
-        super().__init__()
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"input_format: expected RGB or BGR, got {input_format!r}")
+        super().__init__(pixel_mean, pixel_std, input_format, backbone.size_divisibility)
         self.backbone = backbone
         self.decode_head = decode_head
         self.auxiliary_head = auxiliary_head
-        self.input_format = input_format
         self.align_corners = align_corners
         if not isinstance(inference, SegInference):
-            inference = dict(inference or {})
-            check_keys(inference, SegInference, "inference")
-            inference = SegInference(**inference)
+            inference = instantiate(SegInference, inference, "inference")
         self.inference_cfg = inference
-        self.size_divisibility = int(getattr(backbone, "size_divisibility", 0) or 0)
         self.ignore_index = decode_head.loss.ignore_index
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> EncoderDecoder:
@@ -127,16 +119,8 @@ class EncoderDecoder(nn.Module):
             for key in ("decode_head", "auxiliary_head")
             if cfg.get(key) is not None
         }
-        kwargs = {
-            k: v for k, v in cfg.items() if k not in ("type", "backbone", "decode_head", "auxiliary_head")
-        }
-        if "inference" in kwargs and isinstance(kwargs["inference"], Mapping):
-            kwargs["inference"] = dict(kwargs["inference"])
+        kwargs = cls.config_options(cfg, "backbone", "decode_head", "auxiliary_head")
         return cls(backbone=backbone, **heads, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
 
     def forward(self, batch: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
         """
@@ -154,13 +138,6 @@ class EncoderDecoder(nn.Module):
         images = self.preprocess(batch)
         targets = self.prepare_targets(batch, images)
         return self.losses(images.tensor, targets)
-
-    def preprocess(self, batch: list[dict], size_divisibility: int | None = None) -> ImageList:
-        """Normalise each image and pad the batch to `size_divisibility` (default: the
-        backbone's; pads are 0)."""
-        images = [item["image"] for item in batch]
-        div = self.size_divisibility if size_divisibility is None else size_divisibility
-        return ImageList.from_uint8(images, self.pixel_mean, self.pixel_std, self.input_format, div)
 
     def predict(self, batch: list[dict]) -> list[dict]:
         """Eval-mode predictions. Images of one size run together and none is padded, so

@@ -8,8 +8,8 @@ Pixels are RGB in 0..255 throughout, as in the paper's code and checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,9 @@ from torch import nn
 
 from densenets.config import BACKBONES, HEADS, MODELS, ConfigNode, build
 from densenets.data.sr import DIV2K_RGB_MEAN
+from densenets.layers import ImageList
+from densenets.modeling.backbones.base import Backbone
+from densenets.modeling.meta_arch import MetaArch
 
 from .inference import self_ensemble, tiled_forward
 
@@ -24,7 +27,7 @@ __all__ = ["EDSR"]
 
 
 @MODELS.register()
-class EDSR(nn.Module):
+class EDSR(MetaArch):
     """Single-image super-resolution: low-resolution RGB in, `scale` times larger out.
 
     Args:
@@ -38,11 +41,17 @@ class EDSR(nn.Module):
         tile_size: eval: largest LR tile side for tiled inference; None = whole image.
         tile_overlap: eval: LR context pixels around each tile.
         self_ensemble: eval: average over the 8 flips/rotations (EDSR+).
+
+    Attributes:
+        input_key: "lr": items carry the low-resolution image under ``lr`` (and the
+            target under ``hr``), so the tools feed ``lr``.
     """
+
+    input_key: ClassVar[str] = "lr"
 
     def __init__(
         self,
-        body: nn.Module,
+        body: Backbone,
         upsampler: nn.Module,
         pixel_mean: Sequence[float] = DIV2K_RGB_MEAN,
         pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
@@ -50,16 +59,12 @@ class EDSR(nn.Module):
         tile_overlap: int = 16,
         self_ensemble: bool = False,
     ) -> None:
-        super().__init__()
-        if len(pixel_mean) != 3 or len(pixel_std) != 3:
-            raise ValueError(f"EDSR: pixel_mean and pixel_std need 3 values, got {pixel_mean}, {pixel_std}")
+        super().__init__(pixel_mean, pixel_std)
         channels = body.output_shape()["body"].channels
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.body = body
         self.upsampler = upsampler
         self.scale: int = upsampler.scale
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.self_ensemble = self_ensemble
@@ -68,12 +73,7 @@ class EDSR(nn.Module):
     def from_config(cls, cfg: ConfigNode, **extra: Any) -> EDSR:
         body = build(cfg["body"], BACKBONES)
         upsampler = build(cfg["upsampler"], HEADS, input_shape=body.output_shape()["body"])
-        options = {k: v for k, v in cfg.items() if k not in ("type", "body", "upsampler")}
-        return cls(body=body, upsampler=upsampler, **options, **extra)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return cls(body=body, upsampler=upsampler, **cls.config_options(cfg, "body", "upsampler"), **extra)
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -83,7 +83,7 @@ class EDSR(nn.Module):
         Returns:
             Tensor[N, 3, s*h, s*w]: float RGB in about 0..255, not clamped.
         """
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = (x - self.pixel_mean) / self.pixel_std  # (N, 3, h, w) - (3, 1, 1)
         x = self.head(x)
         x = self.body(x)["body"]
         x = self.upsampler(x)
@@ -99,16 +99,30 @@ class EDSR(nn.Module):
             training: {"loss_l1": scalar}; eval: [{"sr": uint8 [3, s*h, s*w]}] per item.
         """
         if self.training:
-            lr = self._stack(batch, "lr")
+            lr = self.preprocess(batch).tensor
             hr = self._stack(batch, "hr")
             return self.losses(self.network(lr), hr)
-        return [{"sr": self.postprocess(self.inference(self._stack([item], "lr")))[0]} for item in batch]
+        return [{"sr": self.postprocess(self.inference(self.preprocess([item]).tensor))[0]} for item in batch]
+
+    def preprocess(
+        self, batch: Sequence[Mapping[str, Any]], size_divisibility: int | None = None
+    ) -> ImageList:
+        """``lr`` images -> float RGB in 0..255, Tensor[N, 3, h, w] on the model's device.
+
+        Not normalised here: the mean shift is part of `network` (it is added back to the
+        output). Images of one batch must have one size; `size_divisibility` is ignored
+        (padding would change the super-resolved image).
+        """
+        lr = self._stack(batch, self.input_key)
+        return ImageList(lr, [tuple(lr.shape[-2:])] * len(batch))
 
     def losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """L1 between prediction and target in 0..255 (Lim et al., Sec. 4.2)."""
         if sr.shape != hr.shape:
-            raise ValueError(f"EDSR: prediction {tuple(sr.shape)} and hr {tuple(hr.shape)} differ "
-                             f"(hr must be exactly {self.scale}x lr)")
+            raise ValueError(
+                f"EDSR: prediction {tuple(sr.shape)} and hr {tuple(hr.shape)} differ "
+                f"(hr must be exactly {self.scale}x lr)"
+            )
         return {"loss_l1": F.l1_loss(sr, hr)}
 
     @torch.no_grad()
@@ -125,11 +139,10 @@ class EDSR(nn.Module):
         """Float 0..255 -> uint8 (clamped, rounded), on the CPU."""
         return sr.clamp(0, 255).round().to(torch.uint8).cpu()
 
-    def _stack(self, batch: list[dict[str, Any]], key: str) -> torch.Tensor:
-        try:
-            images = [item[key] for item in batch]
-        except KeyError:
-            raise KeyError(f"EDSR: every batch item needs {key!r} (uint8 [3, H, W])") from None
+    def _stack(self, batch: Sequence[Mapping[str, Any]], key: str) -> torch.Tensor:
+        images = self.inputs(batch, key)
         if len({tuple(t.shape) for t in images}) > 1:
-            raise ValueError(f"EDSR: {key!r} images of one batch differ in size: {[tuple(t.shape) for t in images]}")
+            raise ValueError(
+                f"EDSR: {key!r} images of one batch differ in size: {[tuple(t.shape) for t in images]}"
+            )
         return torch.stack(images).to(self.device, torch.float32)

@@ -16,12 +16,8 @@ from test_detr import (
 from densenets.config import MODELS, build
 from densenets.layers import sine_box_embedding
 from densenets.modeling.detection import DABDETR, DABTransformer, HungarianMatcher, SetCriterion
-from densenets.modeling.detection.dab_detr import (
-    DAB_DETR_EPS,
-    DABDecoderLayer,
-    _Attention,
-    inverse_sigmoid,
-)
+from densenets.modeling.detection.box_refinement import inverse_sigmoid
+from densenets.modeling.detection.dab_transformer import DAB_DETR_EPS, DABDecoderLayer, _Attention
 
 
 def _patch_dab(**kwargs) -> DABDETR:

@@ -22,8 +22,8 @@ import torch
 from densenets.config import MODELS, ConfigNode, build
 from densenets.data import COCODetection, DETRTransform
 from densenets.data.synthetic import make_shapes
-from densenets.engine.inference import inference_on_dataset
 from densenets.engine.hooks import EvalHook
+from densenets.engine.inference import inference_on_dataset
 from densenets.engine.optim import WarmupLR, build_optimizer
 from densenets.engine.schema import ClipGradConfig, OptimizerConfig, SchedulerConfig
 from densenets.engine.trainer import Trainer

@@ -104,7 +104,7 @@ def test_official_checkpoint_loads_and_matches(scale):
         photo = torch.from_numpy(skimage.data.astronaut()[200:240, 180:228].copy()).permute(2, 0, 1)
         x = photo[None].double()
         want = official.double()(x)
-        ours.double().pixel_mean.copy_(-official.sub_mean.bias.view(1, 3, 1, 1))
+        ours.double().pixel_mean.copy_(-official.sub_mean.bias.view_as(ours.pixel_mean))
         torch.testing.assert_close(ours.double().network(x), want, rtol=0, atol=1e-10 * want.abs().max().item())
     ours.float()
     official.float()
