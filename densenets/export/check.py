@@ -87,7 +87,8 @@ def _compare_detections(ref: dict[str, torch.Tensor], exported: Sequence[torch.T
             raise CheckError(
                 f"{int(unpaired.sum())} of {len(rb)} detections differ from the model's "
                 f"({int(away.sum())} away from the score cut-off {cutoff:.6g}, e.g. the {side} #{i}: "
-                f"label {int((labels if side == 'exported' else rl)[i])}, score {float(s[i]):.6g}); "
+                f"label {int((labels if side == 'exported' else rl)[i])}, score {float(s[i]):.6g}"
+                f"{_same_box_note(i, side == 'exported', (boxes, scores, labels), (rb, rs, rl))}); "
                 f"same detection = same label, box within {BOX_RTOL:g} relative, score within "
                 f"{SCORE_ATOL:g} + {SCORE_RTOL:g} relative"
             )
@@ -98,6 +99,16 @@ def _compare_detections(ref: dict[str, torch.Tensor], exported: Sequence[torch.T
         notes.append(f"{loose[0]} at the score cut-off {cutoff:.6g} differ (tied candidates)")
     note = f" ({'; '.join(notes)})" if notes else ""
     return f"{len(rb)} detections: same labels, boxes within {BOX_RTOL:g} relative{note}"
+
+
+def _same_box_note(i: int, exported: bool, ours: tuple, theirs: tuple) -> str:
+    """Where the other side has detection i's label and box with another score: say so."""
+    (b, s, lab), (ob, os_, ol) = (ours, theirs) if exported else (theirs, ours)
+    near = (ol == lab[i]) & ((ob - b[i]).abs() <= BOX_ATOL + BOX_RTOL * b[i].abs()).all(-1)
+    if not near.any():
+        return ", no detection of that label and box on the other side"
+    j = int(((os_ - s[i]).abs() + (~near) * 1e9).argmin())
+    return f"; the other side has that label and box with score {float(os_[j]):.6g}"
 
 
 BOX_RTOL, BOX_ATOL = 1e-3, 1e-3  # boxes: relative, and absolute in pixels (for 0 coordinates)
