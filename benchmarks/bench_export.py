@@ -70,7 +70,9 @@ def onnx_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def time_model(name: str, repeats: int, compile_: bool) -> dict[str, float]:
+def time_model(
+    name: str, repeats: int, compile_: bool, runtimes: tuple[str, ...] = ("eager", "onnxruntime")
+) -> dict[str, float]:
     """Eager, compiled and ONNX Runtime latency (s) of one model, one runtime at a time."""
     config, size, _ = MODELS_TO_TIME[name]
     overrides = [] if "EDSR" in name else ["model.backbone.weights=null"]
@@ -81,13 +83,16 @@ def time_model(name: str, repeats: int, compile_: bool) -> dict[str, float]:
     out = {}
     print(f"{name} {size[0]}x{size[1]}, {repeats} timed call(s)", file=sys.stderr, flush=True)
     with torch.no_grad():
-        out["eager"] = median_time(lambda: wrapper(image), repeats, "eager")
+        if "eager" in runtimes:
+            out["eager"] = median_time(lambda: wrapper(image), repeats, "eager")
         if compile_:
             compiled = torch.compile(wrapper)
             out["compile"] = median_time(lambda: compiled(image), repeats, "torch.compile")
             del compiled
             torch._dynamo.reset()  # frees the compiled graphs before ONNX Runtime runs
             gc.collect()
+    if "onnxruntime" not in runtimes:
+        return out
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(wrapper, image, path)
@@ -113,6 +118,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS_TO_TIME), choices=list(MODELS_TO_TIME))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["eager", "onnxruntime"],
+        choices=["eager", "onnxruntime"],
+        help="time only these (with --no-compile: e.g. ONNX Runtime alone; prints, no ratios)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args()
     load = [os.getloadavg()]
@@ -120,8 +132,11 @@ def main() -> None:
     for name in args.models:
         cap = MODELS_TO_TIME[name][2]
         repeats = min(args.repeats, cap) if cap else args.repeats
-        t = time_model(name, repeats, not args.no_compile)
+        t = time_model(name, repeats, not args.no_compile, tuple(args.runtimes))
         t["repeats"] = repeats
+        if "eager" not in t or "onnxruntime" not in t:
+            print(name, t, flush=True)
+            continue
         rows.append(row(name, t))
         print(rows[-1], flush=True)
         load.append(os.getloadavg())
