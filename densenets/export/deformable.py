@@ -12,8 +12,7 @@ Shapes: L levels of sizes (h_l, w_l), S = sum(h_l * w_l), B = 1 image, D width.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -85,35 +84,44 @@ def _flatten_levels(srcs, masks, pos, level_embed):
     return MultiScaleMemory(src, torch.cat(flat_pos, 1), mask, shapes, starts, ratios)
 
 
-@contextlib.contextmanager
-def traceable_levels(model) -> Iterator[None]:
-    """Run `model.predict` on one unpadded image with level sizes taken from shapes."""
-    from densenets.modeling.detection import deformable_detr, deformable_transformer
+class traceable_levels:  # noqa: N801 - used as a context manager, like a function
+    """`with traceable_levels(model):` run `model.predict` on one unpadded image with level
+    sizes taken from shapes.
 
-    sizes: list = []
+    Entering and leaving patch the model and two modules; `torch.compile` runs them as
+    plain Python (graph breaks) and compiles what runs in between with the patches seen.
+    """
 
-    def features(images):
-        srcs = list(model.neck(model.backbone(images.tensor)).values())
-        sizes[:] = [tuple(s.shape[-2:]) for s in srcs]
-        return srcs, [torch.zeros_like(s[:, 0], dtype=torch.bool) for s in srcs]  # nothing padded
+    def __init__(self, model) -> None:
+        self.model = model
+        self.sizes: list = []
 
-    def flatten_levels(srcs, masks, pos, level_embed):
-        return _flatten_levels(srcs, masks, pos, level_embed)
+    @torch.compiler.disable
+    def __enter__(self) -> None:
+        from densenets.modeling.detection import deformable_detr, deformable_transformer
 
-    def proposals(memory, mask, spatial_shapes):
-        return _encoder_proposals(sizes, memory, mask)
+        model, sizes = self.model, self.sizes
 
-    encoder = model.transformer.encoder
-    saved = (deformable_transformer.flatten_levels, deformable_detr.encoder_proposals)
-    model.features = features
-    encoder.reference_points = lambda mem: _reference_points(sizes, mem)
-    deformable_transformer.flatten_levels = flatten_levels
-    deformable_detr.encoder_proposals = proposals
-    try:
-        yield
-    finally:
-        del model.features, encoder.reference_points
-        deformable_transformer.flatten_levels, deformable_detr.encoder_proposals = saved
+        def features(images):
+            srcs = list(model.neck(model.backbone(images.tensor)).values())
+            sizes[:] = [tuple(s.shape[-2:]) for s in srcs]
+            return srcs, [torch.zeros_like(s[:, 0], dtype=torch.bool) for s in srcs]  # nothing padded
+
+        def proposals(memory, mask, spatial_shapes):
+            return _encoder_proposals(sizes, memory, mask)
+
+        self.saved = (deformable_transformer.flatten_levels, deformable_detr.encoder_proposals)
+        model.features = features
+        model.transformer.encoder.reference_points = lambda mem: _reference_points(sizes, mem)
+        deformable_transformer.flatten_levels = _flatten_levels
+        deformable_detr.encoder_proposals = proposals
+
+    @torch.compiler.disable
+    def __exit__(self, *exc_info) -> None:
+        from densenets.modeling.detection import deformable_detr, deformable_transformer
+
+        del self.model.features, self.model.transformer.encoder.reference_points
+        deformable_transformer.flatten_levels, deformable_detr.encoder_proposals = self.saved
 
 
 class DeformableDETRExport(DETRExport):

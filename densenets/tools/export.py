@@ -23,7 +23,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="experiment YAML file")
-    parser.add_argument("--weights", help="checkpoint; 'none' exports the initial weights on purpose")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint; 'none' exports the initial weights (seeded: the same every run) on purpose",
+    )
     parser.add_argument("--format", required=True, choices=("onnx", "torch-export"), help="output format")
     parser.add_argument("--output", required=True, help="output file (.onnx, or .pt2 for torch-export)")
     parser.add_argument(
@@ -58,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         register_all()
         cfg = load_config(args.config, args.overrides)
-        predictor = Predictor(cfg, resolve_weights(args.weights, cfg), "cpu")
+        weights = resolve_weights(args.weights, cfg)
+        if weights is None:
+            torch.manual_seed(0)  # --weights none: the same initial weights, the same check, every run
+        predictor = Predictor(cfg, weights, "cpu")
         wrapper = wrap_model(predictor.model)
     except (ConfigError, CheckpointError, OSError, TypeError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

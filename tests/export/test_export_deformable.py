@@ -163,3 +163,18 @@ def test_export_tool_check(tmp_path, config, capsys):
     argv = ["--config", config, "--weights", "none", "--format", "onnx", "--output", str(out), "--dynamic"]
     assert main([*argv, "--check", *DEFORMABLE_SMALL, "model.backbone.weights=null"]) == 0
     assert "check passed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "queries"),
+    [(DEFORMABLE, 150), (DINO, 200)],
+)
+def test_hundred_detections_from_thousands_of_candidates(tmp_path, config, queries):
+    """num_select 100 of queries x 80 (query, class) candidates, on two sizes of one
+    dynamic file; DINO's sizes keep S >= num_queries (256 and 251 level pixels)."""
+    small = [o for o in DEFORMABLE_SMALL if not o.startswith(("model.num_queries", "model.num_select"))]
+    model = build_model(config, *small, f"model.num_queries={queries}", "model.num_select=100")
+    outputs = _export_and_compare(model, tmp_path, sizes=((96, 128), (112, 100)))
+    assert all(len(o[0]) == 100 and len(o[1]) == 100 for o in outputs)
+    assert all(o[2].dtype == torch.int64 and bool((o[0][:, 2:] >= o[0][:, :2]).all()) for o in outputs)
