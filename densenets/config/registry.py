@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Mapping
 
 from .build import (
     ConfigError,
-    check_keys,  # noqa: F401 - old import path, until every caller uses instantiate
     did_you_mean,
 )
 
