@@ -119,10 +119,14 @@ def test_dab_detr_two_sizes(tmp_path):
 
 
 def test_compare_fails_on_other_labels():
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    ref = {"instances": {"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}}
+    # Two detections, the first (above the score cut-off, where no near-tie can swap
+    # candidates) with another label. A lone detection is itself the cut-off, where a
+    # near-tied candidate of another label may legitimately take its place.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    scores = torch.tensor([0.9, 0.5])
+    ref = {"instances": {"boxes": boxes, "scores": scores, "labels": torch.tensor([1, 0])}}
     with pytest.raises(CheckError, match="differ"):
-        compare("detection", ref, (boxes, torch.tensor([0.9]), torch.tensor([2])))
+        compare("detection", ref, (boxes, scores, torch.tensor([2, 0])))
     with pytest.raises(CheckError, match="grey levels"):
         sr = torch.zeros(3, 4, 4, dtype=torch.uint8)
         compare("super_resolution", {"sr": sr}, (sr + 2,))
