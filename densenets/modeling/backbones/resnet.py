@@ -306,8 +306,11 @@ class ResNet(Backbone):
         fuse_frozen_bn: fold frozen norms into the preceding conv at forward time
             (same result up to float rounding; faster).
         channels_last: keep weights and activations in channels-last (NHWC) memory
-            format; faster on CPUs and with mixed precision on GPUs. The returned
-            features are then channels-last tensors (same shapes and values).
+            format; faster for inference on CPUs and with mixed precision on GPUs. The
+            returned features are then channels-last tensors (same shapes and values).
+            Training on a CPU switches back to NCHW (`train()` converts the weights; `eval()`
+            converts them back): oneDNN's channels-last convolution backward is 1.5-6x
+            slower there (`benchmarks/RESULTS.md`, Deformable DETR / DINO).
     """
 
     def __init__(
@@ -389,8 +392,7 @@ class ResNet(Backbone):
         self._freeze()
         self.weights = weights
         self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self._set_memory_format()
 
     @classmethod
     def from_name(cls, name: str, **kwargs) -> ResNet:
@@ -444,7 +446,17 @@ class ResNet(Backbone):
         super().train(mode)
         for module in self._frozen_modules():
             freeze_batchnorm(module)
+        self._set_memory_format()
         return self
+
+    def _nhwc(self) -> bool:
+        """Channels-last now: asked for, except while training on a CPU (see `channels_last`)."""
+        return self.channels_last and not (self.training and self.stem.conv1.weight.device.type == "cpu")
+
+    def _set_memory_format(self) -> None:
+        fmt = torch.channels_last if self._nhwc() else torch.contiguous_format
+        if self.channels_last and not self.stem.conv1.weight.is_contiguous(memory_format=fmt):
+            self.to(memory_format=fmt)
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """Channels and stride of every returned feature (stride 0: ``pool``/``linear`` vectors)."""
@@ -462,7 +474,7 @@ class ResNet(Backbone):
         """
         if x.dim() != 4:
             raise ValueError(f"ResNet expects a [N, C, H, W] tensor, got shape {tuple(x.shape)}")
-        if self.channels_last:
+        if self._nhwc():
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = {}
         x = self.stem(x)

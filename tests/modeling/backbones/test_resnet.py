@@ -289,6 +289,29 @@ def test_channels_last_gives_the_same_features():
         torch.testing.assert_close(out_a[key], out_b[key], rtol=1e-4, atol=1e-4)
 
 
+def test_channels_last_trains_nchw_on_cpu():
+    """CPU training runs NCHW (faster backward); eval() goes back to channels-last, same values."""
+    torch.manual_seed(0)
+    a = ResNet(depth=18, norm="FrozenBN", freeze_at=2)
+    b = ResNet(depth=18, norm="FrozenBN", freeze_at=2, channels_last=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    b.train()
+    weight = b.res3[0].conv1.weight
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+    out_a, out_b = a(x), b(x)
+    assert out_b["res4"].is_contiguous()
+    sum(o.sum() for o in out_a.values()).backward()
+    sum(o.sum() for o in out_b.values()).backward()
+    torch.testing.assert_close(b.res3[0].conv1.weight.grad, a.res3[0].conv1.weight.grad, rtol=1e-4, atol=1e-4)
+    b.eval()
+    assert b.res3[0].conv1.weight is weight  # the same parameter, now channels-last (optimisers keep it)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert b(x)["res4"].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(b(x)["res4"], a.eval()(x)["res4"], rtol=1e-4, atol=1e-4)
+
+
 def test_build_from_config_and_presets():
     model = build({"type": "ResNet", "depth": 18, "out_features": ["res4"], "norm": "FrozenBN"}, BACKBONES)
     assert isinstance(model.stem.norm1, FrozenBatchNorm2d)
