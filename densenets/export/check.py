@@ -3,8 +3,9 @@
 Pass criteria (issue #21): detection: the same detections as a set (`match_detections`):
 each exported detection paired with one of the model's with the same label, its box within
 1e-3 relative (plus 1e-3 px absolute) tolerance, its score within 1e-4 (plus 1e-3 relative);
-unpaired detections only at the top-k score cut-off (near-tied candidates), and the model's
-order but between near-tied scores;
+unpaired detections only at the top-k score cut-off (near-tied candidates) and only when
+both sides hold the model's maximum number of detections (`max_detections`), and the
+model's order but between near-tied scores;
 segmentation: at least 99.9 % of pixels with the same class; super-resolution: no pixel
 more than 1 grey level apart.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckError", "compare", "photo"]
+__all__ = ["CheckError", "compare", "max_detections", "photo"]
 
 
 class CheckError(AssertionError):
@@ -32,8 +33,36 @@ def photo(name: str = "astronaut") -> np.ndarray:
     return np.ascontiguousarray(image[..., :3]) if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
 
 
-def compare(task: str, reference: dict[str, Any], exported: Sequence[torch.Tensor]) -> str:
+def max_detections(model: torch.nn.Module) -> int | None:
+    """The number of detections at which the model's postprocessing cuts a ranked list of
+    candidates: Faster R-CNN's `detections_per_image` (after NMS), the `num_select` best
+    (query, class) pairs of DAB-DETR, Deformable DETR and DINO. None where no candidate
+    is dropped by rank: DETR (every query is one detection), segmentation, SR."""
+    from densenets.modeling.detection import DABDETR, DINO, DeformableDETR, FasterRCNN
+
+    if isinstance(model, FasterRCNN):
+        return model.roi_heads.box_predictor.detections_per_image
+    if isinstance(model, (DABDETR, DeformableDETR, DINO)):
+        return model.num_select
+    return None
+
+
+def compare(
+    task: str,
+    reference: dict[str, Any],
+    exported: Sequence[torch.Tensor],
+    max_detections: int | None = None,
+) -> str:
     """Compare one prediction of the model (contract dict) with the file's raw outputs.
+
+    Args:
+        task: "detection", "segmentation" or "super_resolution".
+        reference: the model's prediction for the image (docs/contracts.md).
+        exported: the file's outputs, in `OUTPUT_NAMES[task]` order.
+        max_detections: detection: where the model cuts its ranked candidates (see
+            `max_detections()`); when both sides hold exactly this many, detections at the
+            lowest score may differ (near-tied candidates around the cut-off). None: no
+            cut-off, every detection must be paired.
 
     Returns:
         A one-line summary of what was compared.
@@ -42,7 +71,7 @@ def compare(task: str, reference: dict[str, Any], exported: Sequence[torch.Tenso
         CheckError: with a one-line reason.
     """
     if task == "detection":
-        return _compare_detections(reference["instances"], exported)
+        return _compare_detections(reference["instances"], exported, max_detections)
     if task == "segmentation":
         ref = reference["sem_seg"]
         ref = ref.argmax(0) if ref.ndim == 3 else ref
@@ -62,43 +91,87 @@ def compare(task: str, reference: dict[str, Any], exported: Sequence[torch.Tenso
     return f"SR image {tuple(out.shape)}: max difference {diff} grey level(s)"
 
 
-def _compare_detections(ref: dict[str, torch.Tensor], exported: Sequence[torch.Tensor]) -> str:
+def _compare_detections(
+    ref: dict[str, torch.Tensor], exported: Sequence[torch.Tensor], cap: int | None
+) -> str:
     """The same detections as a set: each exported detection paired one-to-one with a
     model's detection of the same label, box and score (within tolerance). Unpaired ones
-    are allowed only at the top-k score cut-off, where a near-tie decides which candidate
-    is kept; paired ones must come in the model's order except between near-tied scores."""
-    boxes, scores, labels = (t.detach().cpu() for t in exported)
-    rb, rs, rl = (ref[k].detach().cpu() for k in ("boxes", "scores", "labels"))
-    boxes, scores, labels = boxes.float(), scores.float(), labels.long()
-    rb, rs, rl = rb.float(), rs.float(), rl.long()
-    if len(boxes) != len(rb):
-        raise CheckError(f"{len(boxes)} detections, the model has {len(rb)}")
-    if not len(rb):
+    are allowed only when both sides hold `cap` detections (the output was cut at the
+    model's maximum) and only at that cut-off's score, where a near-tie decides which
+    candidate is kept; paired ones must come in the model's order except between near-tied
+    scores."""
+    ours, theirs = _detections(*exported), _detections(*(ref[k] for k in ("boxes", "scores", "labels")))
+    scores, rs = ours[1], theirs[1]
+    if not len(rs) and not len(scores):
         return "0 detections on both sides"
-    pairs = match_detections(boxes, scores, labels, rb, rs, rl)  # (M, 2): exported, model
+    pairs = match_detections(*ours, *theirs)  # (M, 2): exported, model
+    unpaired = [_unpaired(len(scores), pairs[:, 0]), _unpaired(len(rs), pairs[:, 1])]
+    if len(scores) != len(rs):
+        raise CheckError(
+            f"{len(scores)} detections, the model has {len(rs)}{_first_unpaired(unpaired, ours, theirs)}"
+        )
     cutoff = rs.min()
-    loose = []
-    for side, s, own in (("exported", scores, pairs[:, 0]), ("model's", rs, pairs[:, 1])):
-        unpaired = torch.ones(len(s), dtype=torch.bool)
-        unpaired[own] = False
-        away = unpaired & ((s - cutoff).abs() > _score_tol(cutoff))
+    truncated = cap is not None and len(rs) == cap
+    for exported, s, loose in ((False, rs, unpaired[1]), (True, scores, unpaired[0])):
+        away = loose & ((s - cutoff).abs() > _score_tol(cutoff)) if truncated else loose
         if away.any():
             i = int(away.nonzero()[0, 0])
+            where = (
+                f"{int(away.sum())} away from the score cut-off {cutoff:.6g}"
+                if truncated
+                else _no_cutoff(len(rs), cap)
+            )
             raise CheckError(
-                f"{int(unpaired.sum())} of {len(rb)} detections differ from the model's "
-                f"({int(away.sum())} away from the score cut-off {cutoff:.6g}, e.g. the {side} #{i}: "
-                f"label {int((labels if side == 'exported' else rl)[i])}, score {float(s[i]):.6g}"
-                f"{_same_box_note(i, side == 'exported', (boxes, scores, labels), (rb, rs, rl))}); "
+                f"{int(loose.sum())} of {len(rs)} detections differ from the model's "
+                f"({where}; e.g. {_describe(i, exported, ours, theirs)}"
+                f"{_same_box_note(i, exported, ours, theirs)}); "
                 f"same detection = same label, box within {BOX_RTOL:g} relative, score within "
                 f"{SCORE_ATOL:g} + {SCORE_RTOL:g} relative"
             )
-        loose.append(int(unpaired.sum()))
     swapped = _check_order(pairs, rs)
     notes = [f"{swapped} pairs of near-tied scores in another order"] if swapped else []
-    if loose[0]:
-        notes.append(f"{loose[0]} at the score cut-off {cutoff:.6g} differ (tied candidates)")
+    if unpaired[0].any():
+        notes.append(
+            f"{int(unpaired[0].sum())} at the score cut-off {cutoff:.6g} of the {cap} kept differ: tied candidates"
+        )
     note = f" ({'; '.join(notes)})" if notes else ""
-    return f"{len(rb)} detections: same labels, boxes within {BOX_RTOL:g} relative{note}"
+    return f"{len(rs)} detections: same labels, boxes within {BOX_RTOL:g} relative{note}"
+
+
+def _detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Detached CPU float32 boxes (Tensor[D, 4]) and scores (Tensor[D]), int64 labels (Tensor[D])."""
+    return boxes.detach().cpu().float(), scores.detach().cpu().float(), labels.detach().cpu().long()
+
+
+def _unpaired(n: int, paired: torch.Tensor) -> torch.Tensor:
+    """Tensor[n] bool: True where index is not in `paired`."""
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[paired] = False
+    return mask
+
+
+def _no_cutoff(n: int, cap: int | None) -> str:
+    """Why no unpaired detection is allowed: the output was not cut at a maximum."""
+    if cap is None:
+        return "the model keeps every candidate, so no near-tie at a cut-off can swap one"
+    return f"{n} detections, not the model's maximum of {cap}, so nothing was cut off"
+
+
+def _first_unpaired(unpaired: list[torch.Tensor], ours: tuple, theirs: tuple) -> str:
+    """`: e.g. <the first detection without a partner>`, the model's first, or ''."""
+    for exported, loose in ((False, unpaired[1]), (True, unpaired[0])):
+        if loose.any():
+            i = int(loose.nonzero()[0, 0])
+            note = _same_box_note(i, exported, ours, theirs)
+            return f": e.g. {_describe(i, exported, ours, theirs)} has no partner{note}"
+    return ""
+
+
+def _describe(i: int, exported: bool, ours: tuple, theirs: tuple) -> str:
+    """`the exported #i (label L, score S, box [x1, y1, x2, y2])`."""
+    b, s, lab = ours if exported else theirs
+    box = ", ".join(f"{float(v):.1f}" for v in b[i])
+    return f"the {'exported' if exported else 'model'}'s #{i} (label {int(lab[i])}, score {float(s[i]):.6g}, box [{box}])"
 
 
 def _same_box_note(i: int, exported: bool, ours: tuple, theirs: tuple) -> str:
@@ -141,6 +214,8 @@ def match_detections(
     """
     from scipy.optimize import linear_sum_assignment
 
+    if not len(boxes) or not len(rb):
+        return torch.zeros(0, 2, dtype=torch.long)
     box_err = ((boxes[:, None] - rb[None]).abs() / (BOX_ATOL + BOX_RTOL * rb.abs()[None])).amax(-1)
     same = (
         (labels[:, None] == rl[None])

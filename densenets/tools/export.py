@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from densenets.config import ConfigError, load_config
     from densenets.engine.predictor import Predictor, resolve_weights
     from densenets.export import DEFAULT_OPSET, example_image, export_onnx, export_program, wrap_model
-    from densenets.export.check import CheckError, compare, photo
+    from densenets.export.check import CheckError, compare, max_detections, photo
     from densenets.export.runtime import ExportedModel
 
     try:
@@ -96,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return _check(predictor, ExportedModel(args.output, key), item, wrapper.task, compare, CheckError, torch)
+    compare_outputs = partial(compare, max_detections=max_detections(predictor.model))
+    return _check(
+        predictor, ExportedModel(args.output, key), item, wrapper.task, compare_outputs, CheckError, torch
+    )
 
 
 def _check(predictor, exported, item, task, compare, CheckError, torch) -> int:  # noqa: N803
-    """The model (its single-pass test mode) and the file on the same prepared photo."""
+    """The model (its single-pass test mode) and the file on the same prepared photo;
+    `compare(task, reference, outputs)` raises `CheckError`."""
     model = predictor.model
     item = {**item, "orig_size": tuple(item[predictor.input_key].shape[-2:])}
     saved = _single_pass(model)

@@ -19,7 +19,7 @@ from densenets.export import (
     run_program,
     wrap_model,
 )
-from densenets.export.check import compare
+from densenets.export.check import compare, max_detections
 from densenets.export.deformable import DeformableDETRExport, level_shapes
 from densenets.ops import ms_deform_attn
 from densenets.ops.reference import ms_deform_attn_reference
@@ -150,7 +150,9 @@ def test_torch_export_round_trip(tmp_path, config):
     for i, size in enumerate(((192, 224), (200, 170))):
         image = example_image(*size, seed=i + 1)
         with torch.no_grad():
-            compare("detection", model([{"image": image}])[0], run_program(loaded, image))
+            compare(
+                "detection", model([{"image": image}])[0], run_program(loaded, image), max_detections(model)
+            )
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 
 from densenets.config import MODELS, build, load_config
 from densenets.export import example_image, export_onnx, wrap_model
-from densenets.export.check import CheckError, compare
+from densenets.export.check import CheckError, compare, max_detections
 
 
 def build_model(config: str, *overrides: str) -> torch.nn.Module:
@@ -50,7 +50,9 @@ def _export_and_compare(model, tmp_path, key: str = "image", sizes=SIZES) -> lis
     for i, size in enumerate(sizes):
         image = example_image(*size, seed=i + 1)
         outputs = onnx_outputs(path, image)
-        compare(wrapper.task, _reference(model, image, key), outputs)  # raises CheckError
+        compare(
+            wrapper.task, _reference(model, image, key), outputs, max_detections(model)
+        )  # raises CheckError
         results.append(outputs)
     return results
 
@@ -119,14 +121,12 @@ def test_dab_detr_two_sizes(tmp_path):
 
 
 def test_compare_fails_on_other_labels():
-    # Two detections, the first (above the score cut-off, where no near-tie can swap
-    # candidates) with another label. A lone detection is itself the cut-off, where a
-    # near-tied candidate of another label may legitimately take its place.
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
-    scores = torch.tensor([0.9, 0.5])
-    ref = {"instances": {"boxes": boxes, "scores": scores, "labels": torch.tensor([1, 0])}}
-    with pytest.raises(CheckError, match="differ"):
-        compare("detection", ref, (boxes, scores, torch.tensor([2, 0])))
+    # One detection, below any maximum > 1: nothing was cut off, so its label must match.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    ref = {"instances": {"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}}
+    for cap in (None, 100):
+        with pytest.raises(CheckError, match="differ"):
+            compare("detection", ref, (boxes, torch.tensor([0.9]), torch.tensor([2])), cap)
     with pytest.raises(CheckError, match="grey levels"):
         sr = torch.zeros(3, 4, 4, dtype=torch.uint8)
         compare("super_resolution", {"sr": sr}, (sr + 2,))

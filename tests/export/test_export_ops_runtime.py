@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from densenets.export import deform_conv2d_grid_sample, example_image, export_onnx, export_program, wrap_model
-from densenets.export.check import compare
+from densenets.export.check import compare, max_detections
 from densenets.ops import DeformConv2d, ModulatedDeformConv2d, deform_conv2d, roi_align
 
 STANDARD = {"", "ai.onnx"}  # no custom domain: stock ONNX Runtime runs the file
@@ -125,7 +125,7 @@ def test_dcn_faster_rcnn_runs_in_stock_onnxruntime(tmp_path):
     image = example_image(160, 192, seed=1)
     out = [torch.from_numpy(o) for o in ort.InferenceSession(str(path)).run(None, {"image": image.numpy()})]
     with torch.no_grad():
-        compare("detection", model([{"image": image}])[0], out)
+        compare("detection", model([{"image": image}])[0], out, max_detections(model))
 
 
 def _tiny_faster_rcnn():
@@ -150,7 +150,9 @@ def test_torch_export_round_trip_faster_rcnn(tmp_path):
     for i, size in enumerate(((170, 190), (201, 163))):
         image = example_image(*size, seed=i + 1)
         with torch.no_grad():
-            compare("detection", model([{"image": image}])[0], run_program(loaded, image))
+            compare(
+                "detection", model([{"image": image}])[0], run_program(loaded, image), max_detections(model)
+            )
 
 
 @pytest.mark.slow
