@@ -4,7 +4,9 @@ The peer is Hugging Face transformers' ``DeformableDetrForObjectDetection`` (Res
 without timm, multi-scale res3-res5 + one extra level, its CPU path: the `grid_sample`
 deformable attention), timed in the same run when transformers is installed
 (``pip install -e .[bench]``). It is configured like each of ours: for Deformable DETR
-the paper's single-stage model (300 queries, FFN 1024, dropout 0.1); for DINO, which
+the paper's single-stage model (300 queries, FFN 1024, dropout 0.1 wherever the official
+code has it: after attention, inside the FFN and on the decoder's self-attention
+weights; transformers' defaults leave out the latter two); for DINO, which
 transformers lacks, its closest relative: two-stage with box refinement, 900 queries,
 FFN 2048, no dropout (DINO adds denoising queries and a query-position MLP on top).
 Random weights; 8 boxes per image; a training step is forward, backward and an AdamW
@@ -32,7 +34,10 @@ CONFIGS = {
     "DINO-4scale-R50": "dino_4scale_r50_12e_coco.yaml",
 }
 PEER = {  # transformers DeformableDetrConfig options per model
-    "Deformable-DETR-R50": dict(num_queries=300, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    "Deformable-DETR-R50": dict(
+        num_queries=300, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1, activation_dropout=0.1,
+        attention_dropout=0.1,
+    ),
     "DINO-4scale-R50": dict(
         num_queries=900, two_stage=True, with_box_refine=True, two_stage_num_proposals=900,
         encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.0,
