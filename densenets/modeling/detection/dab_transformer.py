@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...layers.position_encoding import PositionEmbeddingSine, sine_box_embedding
+from ...ops import Dropout
 from .box_refinement import refine_boxes
 from .transformer import MLP, TransformerEncoder, flatten_features, make_activation
 
@@ -84,7 +85,7 @@ class DABDecoderLayer(nn.Module):
         self.activation = make_activation(activation)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
-        self.dropout, self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(4))
+        self.dropout, self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(4))
 
     def _heads_cat(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(B, N, D) x 2 -> (B, N, 2D) with a and b side by side inside every head."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ...layers.position_encoding import PositionEmbeddingSine, sine_box_embedding
-from ...ops import MultiScaleDeformableAttention
+from ...ops import Dropout, MultiScaleDeformableAttention
 from .box_refinement import refine_boxes
 from .transformer import MLP, _FeedForward
 
@@ -113,10 +113,10 @@ class DeformableEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = MultiScaleDeformableAttention(d_model, nhead, num_levels, num_points)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.ffn = _FeedForward(d_model, dim_feedforward, dropout, activation)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(
@@ -182,13 +182,13 @@ class DeformableDecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = MultiScaleDeformableAttention(d_model, nhead, num_levels, num_points)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = _FeedForward(d_model, dim_feedforward, dropout, activation)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
     def forward(

@@ -19,6 +19,7 @@ from torch import nn
 
 from ...layers import get_activation
 from ...layers.position_encoding import PositionEmbeddingSine
+from ...ops import Dropout
 
 __all__ = [
     "MLP",
@@ -47,8 +48,13 @@ class MLP(nn.Module):
 
 
 def make_activation(name: str) -> nn.Module:
-    """`get_activation` names plus "prelu" (one learned slope, DAB-DETR's choice)."""
-    return nn.PReLU() if name == "prelu" else get_activation(name)
+    """`get_activation` names plus "prelu" (one learned slope, DAB-DETR's choice), never in place.
+
+    An in-place activation on a `Linear`'s 3-D output (a view of its 2-D GEMM result) makes
+    autograd copy and zero-fill the whole hidden tensor in the backward (`CopySlices`).
+    """
+    out_of_place = {"prelu": nn.PReLU, "relu": nn.ReLU, "silu": nn.SiLU}
+    return out_of_place[name]() if name in out_of_place else get_activation(name)
 
 
 class _FeedForward(nn.Module):
@@ -58,7 +64,7 @@ class _FeedForward(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.activation = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,10 +80,10 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.ffn = _FeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """src, pos (Tensor[B, S, D]); padding_mask (Tensor[B, S] bool, True = padded) -> (B, S, D)."""
@@ -120,13 +126,13 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.cross_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.ffn = _FeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def forward(
         self,

@@ -18,6 +18,7 @@ from torch import nn
 
 from densenets.config import HEADS, instantiate
 from densenets.layers import ShapeSpec
+from densenets.ops import Dropout
 
 from .decode_head import DecodeHead, SeparableConvNormAct, conv_bn_relu, feature_shape
 from .losses import SemSegLoss
@@ -70,7 +71,7 @@ class ASPP(nn.Module):
         self.pool_first = pool_first
         concat = (len(rates) + 2) * channels
         self.project = conv_bn_relu(concat, channels, 1, norm=norm) if project else None
-        self.dropout = nn.Dropout(dropout) if project and dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if project and dropout > 0 else nn.Identity()
         self.out_channels = channels if project else concat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -103,3 +103,22 @@ def test_neck_levels_must_match_the_transformer():
     other = DINOTransformer(32, 4, 1, 2, 64, num_levels=3)
     with pytest.raises(ValueError, match="transformer.num_levels: 3, but the neck has 2 outputs"):
         DINO(model.backbone, model.neck, other, model.criterion, None, num_classes=3)
+
+
+@pytest.mark.parametrize("name", ["relu", "silu", "prelu", "gelu"])
+def test_feed_forward_backward_copies_nothing(name):
+    """No in-place activation on the Linear's 3-D output: autograd would copy and zero the
+    whole hidden tensor (CopySlices) in the backward; and the DETR-family layers use the
+    one-pass CPU dropout."""
+    from torch.profiler import profile
+
+    from densenets.modeling.detection.transformer import _FeedForward
+    from densenets.ops import Dropout
+
+    ff = _FeedForward(16, 64, 0.1, name)
+    assert isinstance(ff.dropout, Dropout)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    with profile() as prof:
+        ff(x).sum().backward()
+    names = {e.name for e in prof.events()}
+    assert not any("CopySlices" in n for n in names), sorted(n for n in names if "Copy" in n)

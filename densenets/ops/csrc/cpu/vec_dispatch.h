@@ -9,10 +9,12 @@
 #define DN_X86_DISPATCH 1
 #define DN_ALWAYS_INLINE inline __attribute__((always_inline))
 #define DN_TARGET_AVX __attribute__((target("avx,fma")))
+#define DN_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define DN_X86_DISPATCH 0
 #define DN_ALWAYS_INLINE inline
 #define DN_TARGET_AVX
+#define DN_TARGET_AVX2
 #endif
 
 namespace densenets {
@@ -21,6 +23,16 @@ namespace densenets {
 inline bool have_avx_fma() {
 #if DN_X86_DISPATCH
   static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Whether the CPU has AVX2 and FMA (256-bit integer lanes too).
+inline bool have_avx2_fma() {
+#if DN_X86_DISPATCH
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
 #else
   return false;
