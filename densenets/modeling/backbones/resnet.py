@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -308,9 +309,10 @@ class ResNet(Backbone):
         channels_last: keep weights and activations in channels-last (NHWC) memory
             format; faster for inference on CPUs and with mixed precision on GPUs. The
             returned features are then channels-last tensors (same shapes and values).
-            Training on a CPU switches back to NCHW (`train()` converts the weights; `eval()`
-            converts them back): oneDNN's channels-last convolution backward is 1.5-6x
-            slower there (`benchmarks/RESULTS.md`, Deformable DETR / DINO).
+            ``"eval"``: channels-last in eval mode only; `train()` converts the weights
+            to NCHW and `eval()` back (the same parameters). On some CPUs oneDNN's
+            channels-last convolution backward is slower than NCHW's (1.5-6x for ResNet-50
+            res3-res5 at 800 x 1067 on an AMD EPYC: docs/backbones.md).
     """
 
     def __init__(
@@ -335,7 +337,7 @@ class ResNet(Backbone):
         in_channels: int = 3,
         weights: str | None = None,
         fuse_frozen_bn: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | Literal["eval"] = False,
     ) -> None:
         super().__init__()
         _check_args(depth, out_features, freeze_at, output_stride, groups, width_per_group, stage_with_dcn)
@@ -450,8 +452,8 @@ class ResNet(Backbone):
         return self
 
     def _nhwc(self) -> bool:
-        """Channels-last now: asked for, except while training on a CPU (see `channels_last`)."""
-        return self.channels_last and not (self.training and self.stem.conv1.weight.device.type == "cpu")
+        """Channels-last now: always (``True``), or in eval mode (``"eval"``)."""
+        return self.channels_last is True or (self.channels_last == "eval" and not self.training)
 
     def _set_memory_format(self) -> None:
         fmt = torch.channels_last if self._nhwc() else torch.contiguous_format

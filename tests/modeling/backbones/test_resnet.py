@@ -289,11 +289,12 @@ def test_channels_last_gives_the_same_features():
         torch.testing.assert_close(out_a[key], out_b[key], rtol=1e-4, atol=1e-4)
 
 
-def test_channels_last_trains_nchw_on_cpu():
-    """CPU training runs NCHW (faster backward); eval() goes back to channels-last, same values."""
+def test_channels_last_eval_trains_nchw():
+    """channels_last="eval": training runs NCHW, eval() goes back to channels-last (same
+    parameters, same values); channels_last=True stays channels-last in training."""
     torch.manual_seed(0)
     a = ResNet(depth=18, norm="FrozenBN", freeze_at=2)
-    b = ResNet(depth=18, norm="FrozenBN", freeze_at=2, channels_last=True)
+    b = ResNet(depth=18, norm="FrozenBN", freeze_at=2, channels_last="eval")
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 32, 32)
     b.train()
@@ -310,6 +311,11 @@ def test_channels_last_trains_nchw_on_cpu():
     with torch.no_grad():
         assert b(x)["res4"].is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(b(x)["res4"], a.eval()(x)["res4"], rtol=1e-4, atol=1e-4)
+    c = ResNet(depth=18, norm="FrozenBN", channels_last=True).train()
+    assert c.res3[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert c(x)["res4"].is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ConfigError, match="channels_last"):
+        build({"type": "ResNet", "depth": 18, "channels_last": "train"}, BACKBONES)
 
 
 def test_build_from_config_and_presets():
