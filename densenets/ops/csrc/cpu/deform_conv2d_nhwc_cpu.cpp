@@ -74,46 +74,65 @@ DN_ALWAYS_INLINE void blend4(T* __restrict__ dst, const T* __restrict__ v, int64
   for (int64_t c = 0; c < n; ++c) dst[c] = w0 * v[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
 }
 
+// A run of channels [c0, c0 + count) of one deformable group inside one weight group,
+// whose column entries for kernel point k start at column row offset dst + k * step.
+struct ChannelRun {
+  int64_t c0, count, dst, step;
+};
+
+// The runs of every deformable group in order: the group's channels split where weight
+// groups begin (computed once, not per sample).
+std::vector<ChannelRun> channel_runs(const DeformGeometry& g) {
+  const int64_t per_deform = g.channels / g.deform_groups, per_group = g.channels / g.groups;
+  std::vector<ChannelRun> runs;
+  for (int64_t c0 = 0; c0 < g.channels;) {
+    const int64_t gi = c0 / per_group, c1 = std::min((c0 / per_deform + 1) * per_deform, (gi + 1) * per_group);
+    runs.push_back({c0, c1 - c0, gi * g.points() * per_group + (c0 - gi * per_group), per_group});
+    c0 = c1;
+  }
+  return runs;
+}
+
 // Column rows [l0, l1) of the chunk from the NHWC input.
 template <typename T>
-DN_ALWAYS_INLINE void fill_rows(const DeformGeometry& g, const T* input, const BilinearSample<T>* table, int64_t l0,
-                                int64_t l1, T* columns) {
+DN_ALWAYS_INLINE void fill_rows(const DeformGeometry& g, const T* input, const BilinearSample<T>* table,
+                                const std::vector<ChannelRun>& runs, int64_t l0, int64_t l1, T* columns) {
   const int64_t channels = g.channels, points = g.points(), row = channels * points;
-  const int64_t per_deform = channels / g.deform_groups, per_group = channels / g.groups;
+  const int64_t per_deform = channels / g.deform_groups;
   for (int64_t l = l0; l < l1; ++l) {
     T* dst_row = columns + l * row;
+    const ChannelRun* run = runs.data();
     for (int64_t d = 0; d < g.deform_groups; ++d) {
+      const ChannelRun* end = run;
+      while (end != runs.data() + runs.size() && end->c0 < (d + 1) * per_deform) ++end;
       for (int64_t k = 0; k < points; ++k) {
         const BilinearSample<T>& s = table[(l * g.deform_groups + d) * points + k];
         const T* base = input + s.offset * channels;
         const int64_t dx = s.dx * channels, dy = static_cast<int64_t>(s.dy) * channels;
-        // The deformable group's channels, split where weight groups begin.
-        for (int64_t c0 = d * per_deform, c_end = (d + 1) * per_deform; c0 < c_end;) {
-          const int64_t gi = c0 / per_group, c1 = std::min(c_end, (gi + 1) * per_group);
-          T* dst = dst_row + gi * points * per_group + k * per_group + (c0 - gi * per_group);
-          blend4<T>(dst, base + c0, dx, dy, s.w, c1 - c0);
-          c0 = c1;
-        }
+        for (const ChannelRun* r = run; r != end; ++r)
+          blend4<T>(dst_row + r->dst + k * r->step, base + r->c0, dx, dy, s.w, r->count);
       }
+      run = end;
     }
   }
 }
 
 #if DN_X86_DISPATCH
 DN_TARGET_AVX void fill_rows_avx(const DeformGeometry& g, const float* input, const BilinearSample<float>* table,
-                                 int64_t l0, int64_t l1, float* columns) {
-  fill_rows<float>(g, input, table, l0, l1, columns);
+                                 const std::vector<ChannelRun>& runs, int64_t l0, int64_t l1, float* columns) {
+  fill_rows<float>(g, input, table, runs, l0, l1, columns);
 }
 #endif
 
 template <typename T>
-void fill_block(const DeformGeometry& g, const T* input, const BilinearSample<T>* table, int64_t len, T* columns) {
+void fill_block(const DeformGeometry& g, const T* input, const BilinearSample<T>* table,
+                const std::vector<ChannelRun>& runs, int64_t len, T* columns) {
 #if DN_X86_DISPATCH
   if constexpr (std::is_same_v<T, float>) {
-    if (have_avx_fma()) return fill_rows_avx(g, input, table, 0, len, columns);
+    if (have_avx_fma()) return fill_rows_avx(g, input, table, runs, 0, len, columns);
   }
 #endif
-  fill_rows<T>(g, input, table, 0, len, columns);
+  fill_rows<T>(g, input, table, runs, 0, len, columns);
 }
 
 // Blocks of output positions: at most kBlockBytes of columns, or DENSENETS_DEFORM_CONV_BUDGET
@@ -168,6 +187,7 @@ void forward_blocks(const DeformGeometry& g, const at::Tensor& input, const at::
   const at::Tensor out_rows = channels_last ? out.permute({0, 2, 3, 1}).reshape({g.columns(), g.out_channels})
                                             : out.view({g.batch, g.out_channels, positions});
   const T* mask_ptr = mask.defined() ? mask.data_ptr<T>() : nullptr;
+  const std::vector<ChannelRun> runs = channel_runs(g);
   const T *in = input.data_ptr<T>(), *off = offset.data_ptr<T>();
   // One block per task; GEMMs inside a parallel region run on the calling thread.
   at::parallel_for(0, blocks.count(g), 1, [&](int64_t b0, int64_t b1) {
@@ -179,7 +199,7 @@ void forward_blocks(const DeformGeometry& g, const at::Tensor& input, const at::
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t q0 = blocks.start(b), len = blocks.size(b);
       build_table<T>(g, off, mask_ptr, q0, len, table.data());
-      fill_block<T>(g, in, table.data(), len, columns.data_ptr<T>());
+      fill_block<T>(g, in, table.data(), runs, len, columns.data_ptr<T>());
       const at::Tensor cols = columns.narrow(0, 0, len);
       if (channels_last)
         multiply(cols, weight, bias, true, out_rows.narrow(0, q0, len));
