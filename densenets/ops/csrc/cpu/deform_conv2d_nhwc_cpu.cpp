@@ -32,8 +32,8 @@
 namespace densenets {
 namespace {
 
-// Bytes of one block's columns: a core's share of L3 (measured best among 0.5-8 MiB on a
-// 2-core EPYC with 32 MiB L3: 1.2x F.conv2d at 4 MiB, 1.5x at 1 MiB).
+// Bytes of one block's columns: a core's share of L3 (measured best among 0.5-16 MiB on a
+// 2-core EPYC with 32 MiB L3, on one and on two threads).
 constexpr int64_t kBlockBytes = int64_t(4) << 20;
 
 // table[(l * D + d) * K + k]: the sample of position q0 + l, offset = pixel index in the
