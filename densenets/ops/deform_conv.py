@@ -146,7 +146,8 @@ def deform_conv2d(
             outputs in [0, 1]; None for DCNv1.
 
     Returns:
-        Tensor[N, C_out, H_out, W_out]
+        Tensor[N, C_out, H_out, W_out]: on CPU channels-last for a channels-last input
+        (as `F.conv2d`), else contiguous.
     """
     stride, padding, dilation = (
         _pair(stride, "stride"),
@@ -177,8 +178,21 @@ def _warn_fallback() -> None:
         )
 
 
-def _output_shape(input: Tensor, offset: Tensor, weight: Tensor) -> tuple[int, int, int, int]:
-    return (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+def _channels_last_output(input: Tensor) -> bool:
+    """Whether the kernel returns a channels-last output: on CPU, for a channels-last input
+    (channels-last contiguous and not also contiguous), as `F.conv2d` does; CUDA returns NCHW."""
+    return (
+        input.device.type == "cpu"
+        and input.is_contiguous(memory_format=torch.channels_last)
+        and not input.is_contiguous()
+    )
+
+
+def _empty_output(input: Tensor, offset: Tensor, weight: Tensor) -> Tensor:
+    """An uninitialised tensor with the shape and memory format of the kernel's output."""
+    shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    fmt = torch.channels_last if _channels_last_output(input) else torch.contiguous_format
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
 
 
 def _register() -> None:
@@ -186,7 +200,7 @@ def _register() -> None:
 
     @torch.library.register_fake(_OP)
     def _(input, offset, weight, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-        return input.new_empty(_output_shape(input, offset, weight))
+        return _empty_output(input, offset, weight)
 
     @torch.library.register_fake(_BACKWARD_OP)
     def _(grad_output, input, offset, weight, mask, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):

@@ -204,6 +204,9 @@ DN_HOST_DEVICE int64_t mask_index(const DeformGeometry& g, int64_t n, int64_t p,
 // whether it suits g: blends of at least 8 channels, or DENSENETS_DEFORM_CONV_LAYOUT
 // set to "nhwc" (always) or "nchw" (never).
 bool nhwc_forward_suits(const DeformGeometry& g);
+// Whether the CPU forward returns a channels-last output: for a channels-last input (one
+// that is channels-last contiguous and not also NCHW contiguous), as F.conv2d does.
+bool channels_last_output(const at::Tensor& input);
 at::Tensor deform_conv2d_forward_nhwc_cpu(const DeformGeometry& g, const at::Tensor& input, const at::Tensor& offset,
                                           const at::Tensor& weight, const std::optional<at::Tensor>& mask,
                                           const std::optional<at::Tensor>& bias);

@@ -313,7 +313,7 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input, const at::Tensor& offset, 
     forward_impl<scalar_t>(g, in, w, output);
   });
   if (bias.has_value()) output.add_(bias->view({1, g.out_channels, 1, 1}));
-  return output;
+  return channels_last_output(input) ? output.contiguous(at::MemoryFormat::ChannelsLast) : output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward_cpu(
