@@ -9,9 +9,9 @@ which do not change the work except for the number of detections).
 Models: Faster R-CNN R50-FPN, Deformable DETR R50 and DINO-4scale R50 at 800 x 1067,
 DeepLabV3 R50-D8 at 1024 x 2048, EDSR-baseline x2 at 512 x 512. Median of the timed calls
 after one warm-up (the warm-up of torch.compile includes compiling); ratios are time /
-eager. DeepLabV3 at 1024 x 2048 (about 2 TFLOP a call) is timed at most twice: on two
-shared cores (load ~20) one eager call took 7-8 minutes and compiling it took longer still
-(CPU time, not memory: ~2-4 GB resident); use --runtimes / --no-compile to split a run.
+eager. DeepLabV3 at 1024 x 2048 (about 2 TFLOP a call) is timed at most twice: one eager
+call takes ~72 s on one thread of an idle AMD EPYC core (7-8 minutes on two cores loaded
+~20), compiling it ~90 s; use --runtimes / --no-compile to split a run.
 ONNX Runtime gets the same number of threads as PyTorch.
 """
 
