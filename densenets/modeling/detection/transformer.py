@@ -68,7 +68,12 @@ class _FeedForward(nn.Module):
         self.linear2 = nn.Linear(dim_feedforward, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        h = self.linear1(x)
+        if isinstance(self.activation, nn.ReLU) and not h.requires_grad:
+            h = h.relu_()  # no autograd to confuse: in place saves a hidden-sized tensor
+        else:
+            h = self.activation(h)
+        return self.linear2(self.dropout(h))
 
 
 class TransformerEncoderLayer(nn.Module):
